@@ -1,0 +1,138 @@
+"""The wire format: round trips, typed events, and a decoder that only raises DecodeError."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from platybus.codec import Codec
+from platybus.errors import DecodeError
+from platybus.messages import (
+    ErrorInfo,
+    Event,
+    EventTypes,
+    NodeEventData,
+    NodeStarted,
+    Request,
+    Response,
+)
+
+codec = Codec()
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+names = st.from_regex(r"[a-z][a-z0-9_]{0,8}(\.[a-z][a-z0-9_]{0,8}){0,3}", fullmatch=True)
+node_ids = st.none() | st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
+
+events = st.builds(
+    Event, type=names.filter(lambda t: t not in codec.types),
+    data=st.dictionaries(st.text(max_size=8), json_values, max_size=4),
+    origin=node_ids, target=node_ids, parent_id=node_ids,
+)
+requests = st.builds(
+    Request, action=names, args=st.dictionaries(st.text(max_size=8), json_values, max_size=4),
+    target=node_ids, timeout=st.none() | st.floats(0, 1e6),
+)
+responses = st.builds(
+    Response, request_id=st.text(min_size=1, max_size=12), output=json_values,
+    error=st.none() | st.builds(ErrorInfo, type=st.text(max_size=10), message=st.text()),
+    duration=st.floats(0, 1e6),
+)
+
+
+@given(st.one_of(events, requests, responses))
+def test_encode_then_decode_is_the_identity(message: Any) -> None:
+    assert codec.decode(codec.encode(message)) == message
+
+
+@given(st.binary(max_size=200))
+def test_garbage_bytes_only_ever_raise_decode_error(data: bytes) -> None:
+    with contextlib.suppress(DecodeError):
+        codec.decode(data)
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.sampled_from(["kind", "type", "data", "id", "ts", "action", "args",
+                                        "request_id", "error", "origin", "target"]),
+                       json_values | st.sampled_from(["event", "request", "response",
+                                                      "node.started"]),
+                       max_size=8))
+def test_wrong_shapes_only_ever_raise_decode_error(obj: dict[str, Any]) -> None:
+    try:
+        message = codec.decode(json.dumps(obj).encode())
+    except DecodeError:
+        return
+    assert message.kind == obj["kind"]
+
+
+def test_known_type_decodes_to_its_class_with_typed_data() -> None:
+    started = NodeStarted(data=NodeEventData(node_id="a", version="1"))
+    decoded = codec.decode(codec.encode(started))
+    assert type(decoded) is NodeStarted
+    assert decoded.data.node_id == "a"
+
+
+def test_unknown_type_stays_a_generic_event_with_type_and_data() -> None:
+    raw = b'{"kind":"event","type":"garden.watered","data":{"litres":3}}'
+    event = codec.decode(raw)
+    assert type(event) is Event
+    assert event.type == "garden.watered"
+    assert event.data == {"litres": 3}
+
+
+def test_known_type_with_wrong_data_says_what_is_wrong() -> None:
+    with pytest.raises(DecodeError, match=r"node.started.*node_id"):
+        codec.decode(b'{"kind":"event","type":"node.started","data":{}}')
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{nope", "malformed JSON"),
+        (b"[1,2]", "Expected `object`"),
+        (b'{"kind":"command"}', "unknown message kind 'command'"),
+        (b'{"kind":"event","type":""}', "'type' must be a non-empty string"),
+        (b'{"kind":"request","action":5}', "Expected `str`"),
+        (b'{"kind":"response"}', "request_id"),
+    ],
+)
+def test_bad_messages_raise_decode_error_saying_why(raw: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        codec.decode(raw)
+
+
+def test_size_limit_is_enforced_before_parsing() -> None:
+    small = Codec(max_size=100)
+    big = Event(type="x", data={"blob": "a" * 200})
+    with pytest.raises(DecodeError, match="exceeds the maximum of 100 bytes"):
+        small.decode(codec.encode(big))
+
+
+def test_wire_never_names_python_code() -> None:
+    # A payload that names a class is just data: nothing is imported or built from it.
+    raw = b'{"kind":"event","type":"os.system","data":{"__class__":"os:system","cmd":"rm"}}'
+    event = codec.decode(raw)
+    assert type(event) is Event
+    assert event.data["__class__"] == "os:system"
+
+
+def test_event_types_registry_refuses_a_second_class_for_a_name() -> None:
+    class Other(Event, tag="event", frozen=True, kw_only=True):
+        type: str = "node.started"
+        data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    types = EventTypes()
+    with pytest.raises(Exception, match="already registered"):
+        types.register(Other)
+    assert "node.started" in types.names()
