@@ -1,0 +1,672 @@
+"""The central bus: publish from any thread, one dispatcher, ordered delivery.
+
+``publish()`` only enqueues. One dispatcher thread drains the queue in batches
+and runs each message's matching handlers in priority order, so a handler that
+publishes enqueues behind the current message instead of recursing. Handlers
+marked ``blocking`` run on a worker pool and never hold up the dispatcher.
+Requests for another node go to the attached transport; responses resolve the
+callbacks of the requests they answer.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+from platybus.errors import (
+    BusError,
+    DuplicateSubscriberError,
+    NodeNotReady,
+    NoRouteError,
+    PlatybusError,
+    QueueFullError,
+    RequestTimeout,
+)
+from platybus.expr import Selector, parse_selector
+from platybus.messages import ErrorInfo, Message, Request, Response, _dispatch
+from platybus.workers import WorkerPool
+
+log = logging.getLogger("platybus.bus")
+
+Handler = Callable[[Any], Any]
+ReplyCallback = Callable[[Response], Any]
+Policy = Literal["block", "reject"]
+
+_LATENCY_SAMPLES = 4096
+_now = time.perf_counter
+_INDEX_LIMIT = 4096
+
+
+class Transport(Protocol):
+    """Carries messages to other nodes (the Redis link implements it)."""
+
+    def send(self, message: Message) -> None:
+        """Queue a message for another node; must not block."""
+
+
+class BusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Tuning of the bus (``node.bus`` in config)."""
+
+    queue_size: int = 100_000
+    policy: Policy = "block"
+    block_timeout: float = 5.0
+    workers: int = 16
+    request_timeout: float = 30.0
+
+
+class Subscription:
+    """A registered handler; ``unsubscribe()`` (or calling it) removes it."""
+
+    __slots__ = ("_bus", "blocking", "check", "handler", "id", "priority", "selector", "seq")
+
+    def __init__(
+        self,
+        bus: Bus,
+        id: str,
+        selector: Selector,
+        handler: Handler,
+        priority: int,
+        blocking: bool,
+        seq: int,
+    ) -> None:
+        self._bus = bus
+        self.id = id
+        self.selector = selector
+        self.handler = handler
+        self.priority = priority
+        self.blocking = blocking
+        self.seq = seq
+        # The index already selects by kind and exact type; skip a test it makes redundant.
+        self.check: Callable[[Any], bool] | None = (
+            None if selector.implied_by_index else selector.matches)
+
+    def unsubscribe(self) -> None:
+        """Remove this subscription; does nothing if already removed."""
+        self._bus.unsubscribe(self.id)
+
+    __call__ = unsubscribe
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.id} {self.selector.source!r} priority={self.priority}>"
+
+
+class _DispatchState:
+    __slots__ = ("event", "stopped")
+
+    def __init__(self) -> None:
+        self.event: Message | None = None
+        self.stopped = False
+
+
+class _Pending:
+    __slots__ = ("callback", "deadline", "request", "wait")
+
+    def __init__(self, request: Request, callback: ReplyCallback, wait: float) -> None:
+        self.request = request
+        self.callback = callback
+        self.wait = wait
+        self.deadline = time.monotonic() + wait
+
+
+class _Sync:
+    """A queued synchronous publish: the message and the future of its results."""
+
+    __slots__ = ("future", "message")
+
+    def __init__(self, message: Message, future: Future[list[Any]]) -> None:
+        self.message = message
+        self.future = future
+
+
+class BusStats(msgspec.Struct):
+    """What the bus has done since it was built."""
+
+    published: int
+    delivered: int
+    rejected: int
+    handler_errors: int
+    queue_depth: int
+    pending_replies: int
+    subscribers: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+
+
+class Bus:
+    """Publish/subscribe/request between the parts of one node."""
+
+    def __init__(self, node_id: str, config: BusConfig | None = None) -> None:
+        self.node_id = node_id
+        self.config = config or BusConfig()
+        self._queue_size = self.config.queue_size
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        # Items are messages, or _Sync wrappers for synchronous publishes.
+        self._queue: deque[Message | _Sync] = deque()
+        self._oldest = 0.0  # when the oldest queued message was enqueued
+        self._waiting = False
+        self._blocked_producers = 0
+        self._subs: dict[str, Subscription] = {}
+        self._subs_lock = threading.Lock()
+        self._index: dict[tuple[str, str | None], list[Subscription]] = {}
+        self._seq = itertools.count()
+        self._pending: dict[str, _Pending] = {}
+        self._deadlines: list[tuple[float, str]] = []
+        self._pending_lock = threading.Lock()
+        self._transport: Transport | None = None
+        self._pool = WorkerPool(self.config.workers, "platybus-handler")
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._stopped = False
+        self._latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
+        self._dispatched = 0
+        self._direct = 0  # responses answered at publish, never queued
+        self.delivered = 0
+        self.rejected = 0
+        self.handler_errors = 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the dispatcher thread; messages published before this wait in the queue."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="platybus-dispatcher")
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued, then stop the dispatcher and the workers. Idempotent."""
+        with self._cond:
+            if self._stopped:
+                return
+            self._stopped = self._stopping = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("bus dispatcher did not stop within %.1fs", timeout)
+        self._pool.stop(max(0.1, deadline - time.monotonic()))
+        with self._pending_lock:
+            pending = list(self._pending.values())
+            self._pending.clear()
+            self._deadlines.clear()
+        for item in pending:
+            self._call_reply(item, self._error_response(item.request, NodeNotReady(
+                "the node stopped before a response arrived")))
+
+    @property
+    def published(self) -> int:
+        """Messages accepted so far (dispatched or still queued)."""
+        return self._dispatched + len(self._queue) + self._direct
+
+    @property
+    def running(self) -> bool:
+        """Whether the dispatcher is running."""
+        return self._thread is not None and not self._stopping
+
+    def in_dispatcher(self) -> bool:
+        """Whether the calling thread is the dispatcher."""
+        return threading.current_thread() is self._thread
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every message published before this call was dispatched.
+
+        A component calls it before it unsubscribes at stop, so that nothing
+        already published misses it. Returns whether that happened in time.
+        """
+        if not self.running or self.in_dispatcher():
+            return True
+        # Delivery is in order: once this marker is through, so is all before it.
+        # A response that answers no request reaches only response subscribers.
+        marker = Response(request_id="platybus.flush", origin=self.node_id)
+        try:
+            self.publish(marker, synchronous=True, timeout=timeout)
+        except (FutureTimeout, PlatybusError):
+            return False
+        return True
+
+    def attach_transport(self, transport: Transport | None) -> None:
+        """Route messages for other nodes through ``transport`` (``None`` detaches)."""
+        self._transport = transport
+
+    # -- subscribe ---------------------------------------------------------
+
+    def subscribe(
+        self,
+        selector: str | Selector,
+        handler: Handler,
+        *,
+        priority: int = 100,
+        id: str | None = None,
+        blocking: bool = False,
+    ) -> Subscription:
+        """Call ``handler(message)`` for every message that ``selector`` matches.
+
+        Lower ``priority`` runs first. ``blocking=True`` runs the handler on the
+        worker pool. Returns a handle whose ``unsubscribe()`` removes it.
+        """
+        sel = parse_selector(selector) if isinstance(selector, str) else selector
+        with self._subs_lock:
+            seq = next(self._seq)
+            sub_id = id if id is not None else f"sub-{seq}"
+            if sub_id in self._subs:
+                raise DuplicateSubscriberError(
+                    f"a subscriber with id {sub_id!r} already exists", subscriber=sub_id
+                )
+            sub = Subscription(self, sub_id, sel, handler, priority, blocking, seq)
+            self._subs[sub_id] = sub
+            self._index = {}
+        return sub
+
+    def unsubscribe(self, id: str) -> bool:
+        """Remove the subscription ``id``; return whether it existed."""
+        with self._subs_lock:
+            if self._subs.pop(id, None) is None:
+                return False
+            self._index = {}
+        return True
+
+    def _candidates(self, kind: str, type_: str | None) -> list[Subscription]:
+        index = self._index
+        key = (kind, type_)
+        subs = index.get(key)
+        if subs is not None:
+            return subs
+        with self._subs_lock:
+            subs = sorted(
+                (
+                    s
+                    for s in self._subs.values()
+                    if (s.selector.kinds is None or kind in s.selector.kinds)
+                    and (s.selector.exact_types is None or type_ in s.selector.exact_types)
+                ),
+                key=lambda s: (s.priority, s.seq),
+            )
+            if self._index is index:
+                if len(index) >= _INDEX_LIMIT:
+                    index.clear()
+                index[key] = subs
+        return subs
+
+    # -- publish -----------------------------------------------------------
+
+    def publish(
+        self,
+        message: Message,
+        *,
+        synchronous: bool = False,
+        on_reply: ReplyCallback | None = None,
+        timeout: float | None = None,
+    ) -> list[Any] | None:
+        """Queue a message for delivery; return at once.
+
+        With ``synchronous=True`` wait until it was delivered and return the
+        local handlers' results in order. With ``on_reply`` (requests only),
+        call it with the response, or with a timeout error after ``timeout``.
+        """
+        if on_reply is None and not synchronous:
+            if message.kind == "response" and message.target in (None, self.node_id):
+                # The caller waiting for this answer gets it now, without a queue hop;
+                # the queue only carries it on if someone subscribed to responses.
+                self._resolve(message)  # type: ignore[arg-type]
+                if not self._candidates("response", None):
+                    with self._pending_lock:
+                        self._direct += 1
+                    return None
+            # The hot path, inlined: one lock, one append.
+            with self._lock:
+                queue = self._queue
+                depth = len(queue)
+                if depth < self._queue_size and not self._stopping:
+                    if not depth:
+                        self._oldest = _now()
+                    queue.append(message)
+                    if self._waiting:
+                        self._cond.notify()
+                    return None
+            self._enqueue(message, None)
+            return None
+        if on_reply is not None:
+            if not isinstance(message, Request):
+                raise BusError("on_reply only applies to requests")
+            self._expect_reply(message, on_reply, timeout)
+        if synchronous:
+            if self.in_dispatcher():
+                return self._dispatch(message, collect=True)
+            future: Future[list[Any]] = Future()
+            self._enqueue(message, future)
+            return [self._result_of(r) for r in future.result(timeout)]
+        self._enqueue(message, None)
+        return None
+
+    def publish_tracked(self, message: Message) -> Future[list[Any]]:
+        """Queue a message; the future resolves once the dispatcher has run its handlers.
+
+        Its result holds the handlers' raw results (a blocking handler's is a future
+        of its own). A transport acknowledges received messages with it.
+        """
+        future: Future[list[Any]] = Future()
+        self._enqueue(message, future)
+        return future
+
+    def _enqueue(self, message: Message, future: Future[list[Any]] | None) -> None:
+        with self._cond:
+            if self._stopping:
+                raise NodeNotReady("the bus is stopped", message_id=message.id)
+            if len(self._queue) >= self._queue_size:
+                self._wait_for_room(message)
+            if not self._queue:
+                self._oldest = _now()
+            self._queue.append(message if future is None else _Sync(message, future))
+            if self._waiting:
+                self._cond.notify()
+
+    def _wait_for_room(self, message: Message) -> None:
+        # Called with the condition held. The dispatcher itself never blocks:
+        # it would wait for room that only it can make.
+        limit = self.config.queue_size
+        if self.config.policy == "block" and not self.in_dispatcher():
+            deadline = time.monotonic() + self.config.block_timeout
+            self._blocked_producers += 1
+            try:
+                while len(self._queue) >= limit and not self._stopping:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            finally:
+                self._blocked_producers -= 1
+            if len(self._queue) < limit:
+                return
+        self.rejected += 1
+        raise QueueFullError(
+            f"bus queue is full ({limit} messages); message {message.id} rejected",
+            message_id=message.id,
+        )
+
+    # -- requests ----------------------------------------------------------
+
+    def request(self, request: Request, timeout: float | None = None) -> Response:
+        """Send a request and wait for its response (a timeout error response after ``timeout``)."""
+        if self.in_dispatcher():
+            raise BusError(
+                "request() would block the dispatcher: use on_reply or a blocking handler"
+            )
+        done = threading.Event()
+        box: list[Response] = []
+
+        def deliver(response: Response) -> None:
+            box.append(response)
+            done.set()
+
+        wait = timeout if timeout is not None else request.timeout
+        if wait is None:
+            wait = self.config.request_timeout
+        self._expect_reply(request, deliver, wait)
+        try:
+            self._enqueue(request, None)
+        except Exception as error:
+            self._drop_pending(request.id)
+            return self._error_response(request, error)
+        # The dispatcher fires the timeout; the margin only guards against a stuck dispatcher.
+        if not done.wait(wait + 1.0):
+            self._drop_pending(request.id)
+            return self._error_response(request, self._timeout_error(request, wait))
+        return box[0]
+
+    def _expect_reply(
+        self, request: Request, callback: ReplyCallback, timeout: float | None
+    ) -> None:
+        wait = timeout if timeout is not None else request.timeout
+        if wait is None:
+            wait = self.config.request_timeout
+        pending = _Pending(request, callback, wait)
+        deadlines = self._deadlines
+        with self._pending_lock:
+            self._pending[request.id] = pending
+            # The dispatcher sleeps at most until the earliest deadline it knows: wake it
+            # only when this one comes sooner (a request under the same timeout never does).
+            sooner = not deadlines or pending.deadline < deadlines[0][0]
+            heapq.heappush(deadlines, (pending.deadline, request.id))
+        if sooner:
+            with self._cond:
+                if self._waiting:
+                    self._cond.notify()
+
+    def _drop_pending(self, request_id: str) -> None:
+        with self._pending_lock:
+            self._pending.pop(request_id, None)
+
+    def _timeout_error(self, request: Request, wait: float) -> RequestTimeout:
+        if request.target not in (None, self.node_id, "*"):
+            text = (f"node {request.target!r} did not answer {request.action} within {wait:g}s "
+                    "(is it running and linked to the same Redis?)")
+        else:
+            text = f"no response from this node to {request.action} within {wait:g}s"
+        return RequestTimeout(
+            text,
+            action=request.action, message_id=request.id, target=request.target,
+        )
+
+    def _error_response(self, request: Request, error: BaseException) -> Response:
+        return Response(
+            request_id=request.id,
+            origin=self.node_id,
+            target=request.origin,
+            parent_id=request.id,
+            error=ErrorInfo.from_exception(error),
+        )
+
+    def _call_reply(self, pending: _Pending, response: Response) -> None:
+        try:
+            pending.callback(response)
+        except Exception:
+            self.handler_errors += 1
+            log.exception("reply callback for request %s failed", pending.request.id)
+
+    def _next_deadline(self) -> float | None:
+        """Seconds until the next reply deadline, or ``None`` if nothing waits."""
+        with self._pending_lock:
+            if not self._deadlines:
+                return None
+            return max(0.0, self._deadlines[0][0] - time.monotonic())
+
+    def _expire_replies(self) -> None:
+        """Call the callbacks of overdue replies with a timeout error."""
+        now = time.monotonic()
+        expired: list[_Pending] = []
+        with self._pending_lock:
+            while self._deadlines:
+                deadline, request_id = self._deadlines[0]
+                pending = self._pending.get(request_id)
+                if pending is None or pending.deadline != deadline:
+                    heapq.heappop(self._deadlines)
+                    continue
+                if deadline > now:
+                    break
+                heapq.heappop(self._deadlines)
+                del self._pending[request_id]
+                expired.append(pending)
+        for pending in expired:
+            error = self._timeout_error(pending.request, pending.wait)
+            self._call_reply(pending, self._error_response(pending.request, error))
+
+    # -- dispatch ----------------------------------------------------------
+
+    def _run(self) -> None:
+        cond = self._cond
+        state = _DispatchState()
+        _dispatch.state = state
+        latencies = self._latencies
+        dispatch = self._dispatch
+        while True:
+            with cond:
+                if not self._queue and not self._stopping:
+                    self._waiting = True
+                    cond.wait(self._next_deadline())
+                    self._waiting = False
+                if not self._queue:
+                    if self._stopping:
+                        break
+                    batch = None
+                else:
+                    batch = self._queue
+                    self._queue = deque()
+                    # One sample per batch: the wait of its oldest message, an upper bound.
+                    latencies.append(_now() - self._oldest)
+                    if self._blocked_producers:
+                        cond.notify_all()
+            # Reply callbacks may publish, so they run without the queue lock held.
+            if self._deadlines:
+                self._expire_replies()
+            if batch is None:
+                continue
+            self._dispatched += len(batch)
+            for item in batch:
+                if type(item) is _Sync:
+                    self._dispatch_sync(item, state)
+                    continue
+                try:
+                    dispatch(item, state)  # type: ignore[arg-type]
+                except Exception:  # never lose the dispatcher
+                    log.exception("dispatch of %r failed", item)
+        _dispatch.state = None
+
+    def _dispatch(
+        self, message: Message, state: _DispatchState | None = None, collect: bool = False
+    ) -> list[Any]:
+        target = message.target
+        if target is not None and target not in (self.node_id, "*"):
+            self._route_remote(message)
+            return []
+        kind = message.kind
+        if kind == "event":
+            type_: str | None = message.type  # type: ignore[attr-defined]
+        else:
+            type_ = None
+            if kind == "response":
+                self._resolve(message)  # type: ignore[arg-type]
+        subs = self._index.get((kind, type_))
+        if subs is None:
+            subs = self._candidates(kind, type_)
+        results: list[Any] = []
+        if not subs:
+            return results
+        if state is None:  # a synchronous publish from inside a handler
+            state = getattr(_dispatch, "state", None) or _DispatchState()
+        previous_event, previous_stopped = state.event, state.stopped
+        state.event = message
+        state.stopped = False
+        delivered = 0
+        try:
+            for sub in subs:
+                check = sub.check
+                if check is not None and not check(message):
+                    continue
+                delivered += 1
+                if sub.blocking:
+                    future = self._pool.submit(self._call_blocking, sub, message)
+                    if collect:
+                        results.append(future)
+                    continue
+                try:
+                    result = sub.handler(message)
+                except Exception:
+                    self.handler_errors += 1
+                    log.exception("handler %s failed on %s %s", sub.id, kind, message.id)
+                    result = None
+                if collect:
+                    results.append(result)
+                if state.stopped:
+                    break
+        finally:
+            state.event, state.stopped = previous_event, previous_stopped
+            self.delivered += delivered
+        return results
+
+    def _dispatch_sync(self, item: _Sync, state: _DispatchState) -> None:
+        try:
+            results = self._dispatch(item.message, state, collect=True)
+        except Exception as error:
+            log.exception("dispatch of %s %s failed", item.message.kind, item.message.id)
+            item.future.set_exception(error)
+        else:
+            item.future.set_result(results)
+
+    def _resolve(self, response: Response) -> None:
+        with self._pending_lock:
+            pending = self._pending.pop(response.request_id, None)
+        if pending is not None:
+            self._call_reply(pending, response)
+
+    def _call_blocking(self, sub: Subscription, message: Message) -> Any:
+        try:
+            return sub.handler(message)
+        except Exception:
+            self.handler_errors += 1
+            log.exception("handler %s failed on %s %s", sub.id, message.kind, message.id)
+            return None
+
+    def _result_of(self, result: Any) -> Any:
+        # A blocking handler's result arrives as a future; wait for it in the caller.
+        if isinstance(result, Future):
+            try:
+                return result.result(self.config.request_timeout)
+            except FutureTimeout:
+                return None
+        return result
+
+    def _route_remote(self, message: Message) -> None:
+        if self._transport is not None:
+            self._transport.send(message)
+            return
+        if isinstance(message, Request):
+            error = NoRouteError(
+                f"no route to node {message.target!r}: this node has no link to other nodes "
+                "(configure the redis backend)",
+                target=message.target, message_id=message.id,
+            )
+            self._enqueue(self._error_response(message, error).replace(target=None), None)
+        else:
+            log.warning("dropped %s %s for node %r: no link to other nodes",
+                        message.kind, message.id, message.target)
+
+    # -- stats -------------------------------------------------------------
+
+    def stats(self) -> BusStats:
+        """Return the bus counters and recent dispatch latency percentiles."""
+        samples = sorted(self._latencies)
+        def pct(p: float) -> float:
+            if not samples:
+                return 0.0
+            return samples[min(len(samples) - 1, int(p * len(samples)))] * 1000
+        return BusStats(
+            published=self.published,
+            delivered=self.delivered,
+            rejected=self.rejected,
+            handler_errors=self.handler_errors,
+            queue_depth=len(self._queue),
+            pending_replies=len(self._pending),
+            subscribers=len(self._subs),
+            latency_p50_ms=round(pct(0.5), 4),
+            latency_p99_ms=round(pct(0.99), 4),
+            latency_max_ms=round(samples[-1] * 1000, 4) if samples else 0.0,
+        )
+
+    def subscriptions(self) -> list[Subscription]:
+        """Return the current subscriptions in delivery order."""
+        with self._subs_lock:
+            return sorted(self._subs.values(), key=lambda s: (s.priority, s.seq))
+
