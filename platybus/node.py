@@ -1,0 +1,379 @@
+"""The :class:`Node`: builds everything from config, starts and stops it in order.
+
+Start order: bus → plugins → notifiers → transports (backends marked ``transport``,
+such as the Redis link) → other backends → handlers → automation → discovery
+(zeroconf announce and browse) → ``node.started``. Stop runs the same steps in
+reverse, each bounded by ``node.stop_timeout``, and is idempotent.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+from platybus import __version__
+from platybus.actions import ActionRegistry, ActionRunner, ActionSpec
+from platybus.automation import Automation
+from platybus.bus import Bus
+from platybus.codec import Codec
+from platybus.config import Config, ExtensionConfig
+from platybus.discovery import EVENT_TYPES as DISCOVERY_EVENTS
+from platybus.discovery import Discovery, load_discovery_config
+from platybus.errors import ExtensionError, NodeAlreadyRunning, NodeError, PlatybusError
+from platybus.extensions import (
+    BACKEND_GROUP,
+    PLUGIN_GROUP,
+    Backend,
+    NodeContext,
+    Plugin,
+    ServiceInfo,
+    load_class,
+)
+from platybus.messages import EventTypes, NodeEventData, NodeStarted, NodeStopped
+
+if TYPE_CHECKING:
+    from platybus.handlers import HandlerSet
+    from platybus.notifiers import NotifierManager
+
+log = logging.getLogger("platybus.node")
+
+State = Literal["created", "starting", "ready", "stopping", "stopped", "failed"]
+
+# Plugins every node has unless the config disables them.
+DEFAULT_PLUGINS = ("node", "event", "log")
+
+READY_TIMEOUT = 10.0
+
+
+@dataclass
+class Step:
+    """One named start/stop step of the node."""
+
+    name: str
+    start: Callable[[], None]
+    stop: Callable[[], None]
+    embedded: bool = False
+    started: bool = False
+
+
+class Node:
+    """One platybus process: a bus, its plugins and backends, built from a config."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.id = config.node.id
+        self.data_dir = config.data_dir
+        self.state: State = "created"
+        self.started_at = 0.0
+        self.types = EventTypes()
+        self.codec = Codec(self.types, max_size=config.node.max_message_size)
+        self.bus = Bus(self.id, config.node.bus)
+        self.actions = ActionRegistry()
+        self.runner = ActionRunner(self.bus, self.actions, config.node.bus.workers)
+        self.context = NodeContext(
+            node_id=self.id, bus=self.bus, codec=self.codec, actions=self.actions,
+            data_dir=self.data_dir, version=__version__, health=self.health,
+            metrics=self.metrics, runner=self.runner,
+        )
+        search = [Path(p) for p in config.node.extensions_path]
+        self.plugins: dict[str, Plugin] = {}
+        for ext in _with_defaults(config.plugins):
+            cls = _resolve(ext, PLUGIN_GROUP, Plugin, search, config)
+            for event_type in cls.event_types:
+                self.types.register(event_type)
+            plugin = cls(ext.name, _typed(cls, ext, config), self.context)
+            self.plugins[ext.name] = plugin
+            self.actions.add_plugin(plugin)
+        self.backends: dict[str, Backend] = {}
+        for ext in config.backends.values():
+            if not ext.enabled:
+                continue
+            bcls = _resolve(ext, BACKEND_GROUP, Backend, search, config)
+            for event_type in bcls.event_types:
+                self.types.register(event_type)
+            try:
+                self.backends[ext.name] = bcls(ext.name, _typed(bcls, ext, config), self.context)
+            except ExtensionError as error:
+                # e.g. a service declared with a name zeroconf cannot announce
+                raise config.source.error(ext.path, str(error)) from None
+        for event_type in DISCOVERY_EVENTS:
+            self.types.register(event_type)
+        self.discovery = Discovery(load_discovery_config(config), node_id=self.id,
+                                   version=__version__, bus=self.bus)
+        self.actions.add(ActionSpec.from_function("discovery.peers", self.discovery.peers,
+                                                  blocking=False))
+        # After plugins and backends, so that hooks can name their actions and events.
+        self.automation = Automation(config, self.context)
+        self._lock_file: IO[str] | None = None
+        self._steps = [
+            Step("lock", self._acquire_lock, self._release_lock),
+            Step("bus", self.bus.start, lambda: self.bus.stop(config.node.stop_timeout), True),
+            Step("plugins", self._start_plugins, self._stop_plugins, True),
+            Step("actions", self.runner.start,
+                 lambda: self.runner.stop(config.node.stop_timeout), True),
+        ]
+        self.notifiers: NotifierManager | None = None
+        if config.section("notifiers"):
+            from platybus.notifiers import NotifierManager
+
+            # Before the backends, so no event they publish at start-up is missed.
+            notifiers = self.notifiers = NotifierManager.from_config(config, self.codec)
+            self.actions.add(ActionSpec.from_function(
+                "notifiers.status", notifiers.status, blocking=False))
+            self._steps.append(Step("notifiers", lambda: notifiers.start(self.bus),
+                                    lambda: notifiers.stop(config.node.stop_timeout)))
+        self._steps.append(Step("transport", lambda: self._start_backends(transport=True),
+                                lambda: self._stop_backends(transport=True)))
+        self._steps.append(Step("backends", self._start_backends, self._stop_backends))
+        self.handlers: HandlerSet | None = None
+        if config.section("handlers"):
+            from platybus.handlers import HandlerSet
+
+            # Built (classes imported) now, so a bad entry point fails validation;
+            # worker processes start on demand once the step has run.
+            handlers = self.handlers = HandlerSet.from_config(config, self.context)
+            self._steps.append(Step("handlers", handlers.start,
+                                    lambda: handlers.stop(config.node.stop_timeout)))
+        self._steps.append(Step("automation", self.automation.start, self.automation.stop))
+        self._steps.append(
+            Step("discovery", lambda: self.discovery.start(self.services()), self.discovery.stop))
+        self._stop_lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self, *, embedded: bool = False) -> None:
+        """Start every component in order; on failure stop what started and raise.
+
+        ``embedded=True`` starts only the bus, plugins and actions: enough to run
+        actions in this process (``platybus exec``) beside a node that serves.
+        """
+        if self.state != "created":
+            raise NodeError(f"node {self.id} was already started (state {self.state})")
+        self.state = "starting"
+        began = time.monotonic()
+        try:
+            for step in self._steps:
+                if embedded and not step.embedded:
+                    continue
+                step.start()
+                step.started = True
+        except BaseException:
+            self.state = "failed"
+            self._stop_steps()
+            raise
+        self.state = "ready"
+        self.started_at = time.time()
+        log.info("node %s ready in %.3fs (%d plugins, %d backends, %d actions)",
+                 self.id, time.monotonic() - began, len(self.plugins), len(self.backends),
+                 len(self.actions.specs()))
+        self.bus.publish(NodeStarted(origin=self.id,
+                                     data=NodeEventData(node_id=self.id, version=__version__)))
+
+    def stop(self) -> None:
+        """Stop every component in reverse order, each bounded; idempotent."""
+        with self._stop_lock:
+            if self.state in ("stopping", "stopped", "created"):
+                return
+            was_ready = self.state == "ready"
+            self.state = "stopping"
+        if was_ready:
+            try:
+                self.bus.publish(NodeStopped(
+                    origin=self.id, data=NodeEventData(node_id=self.id, version=__version__)))
+            except PlatybusError:
+                log.debug("could not publish node.stopped", exc_info=True)
+        self._stop_steps()
+        self.state = "stopped"
+        self._stopped.set()
+        log.info("node %s stopped", self.id)
+
+    def _stop_steps(self) -> None:
+        for step in reversed(self._steps):
+            if not step.started:
+                continue
+            step.started = False
+            began = time.monotonic()
+            try:
+                step.stop()
+            except Exception:
+                log.exception("stopping %s failed", step.name)
+            took = time.monotonic() - began
+            if took > self.config.node.stop_timeout:
+                log.warning("stopping %s took %.1fs", step.name, took)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the node has stopped; return whether it did."""
+        return self._stopped.wait(timeout)
+
+    def run_until_signal(self) -> None:
+        """Start, serve until SIGTERM or SIGINT, then stop."""
+        # The handler only records the signal: it runs on the main thread between any two
+        # bytecodes, so taking a lock there (Event.set, logging) could deadlock that thread.
+        received: list[int] = []
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            received.append(signum)
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            while not received:
+                time.sleep(0.1)
+            log.info("received %s, stopping", signal.Signals(received[0]).name)
+        finally:
+            self.stop()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    # -- steps -------------------------------------------------------------
+
+    def _acquire_lock(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / f"{self.id}.lock"
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the node's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise NodeAlreadyRunning(
+                f"node {self.id!r} is already running with data dir {self.data_dir} "
+                f"(pid {holder}); give this node another node.id or node.data_dir",
+                node_id=self.id,
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _start_plugins(self) -> None:
+        for name, plugin in self.plugins.items():
+            plugin.start()
+            log.debug("plugin %s started", name)
+
+    def _stop_plugins(self) -> None:
+        for name, plugin in reversed(list(self.plugins.items())):
+            try:
+                plugin.stop()
+            except Exception:
+                log.exception("plugin %s failed to stop", name)
+
+    def _group(self, transport: bool) -> dict[str, Backend]:
+        return {name: b for name, b in self.backends.items() if b.transport == transport}
+
+    def _start_backends(self, transport: bool = False) -> None:
+        backends = self._group(transport)
+        for backend in backends.values():
+            backend.start()
+        deadline = time.monotonic() + READY_TIMEOUT
+        for name, backend in backends.items():
+            backend.ready.wait(max(0.0, deadline - time.monotonic()))
+            if backend.failure is not None:
+                raise backend.failure
+            if not backend.ready.is_set():
+                raise NodeError(f"backend {name} was not ready within {READY_TIMEOUT:g}s")
+
+    def _stop_backends(self, transport: bool = False) -> None:
+        backends = self._group(transport)
+        for backend in backends.values():
+            backend.stop()
+        deadline = time.monotonic() + self.config.node.stop_timeout
+        for name, backend in reversed(list(backends.items())):
+            if backend.ident is None:
+                continue
+            backend.join(max(0.0, deadline - time.monotonic()))
+            if backend.is_alive():
+                log.error("backend %s did not stop within %.1fs", name,
+                          self.config.node.stop_timeout)
+
+    # -- introspection -----------------------------------------------------
+
+    def services(self) -> list[ServiceInfo]:
+        """Return the zeroconf services every backend declared."""
+        return [service for backend in self.backends.values() for service in backend.services]
+
+    def health(self) -> dict[str, Any]:
+        """Return the node state, each component's state and the backends' details."""
+        backends: dict[str, str] = {}
+        details: dict[str, dict[str, Any]] = {}
+        for name, backend in self.backends.items():
+            report = dict(backend.health())
+            backends[name] = str(report.pop("state", "unknown"))
+            if report:
+                details[name] = report
+        components: dict[str, Any] = {"bus": "ready" if self.bus.running else "stopped",
+                                      "backends": backends, "plugins": sorted(self.plugins),
+                                      "discovery": self.discovery.state}
+        if details:
+            components["details"] = details
+        return {
+            "node": self.id,
+            "state": self.state,
+            "ready": self.state == "ready",
+            "version": __version__,
+            "uptime": round(time.time() - self.started_at, 3) if self.started_at else 0.0,
+            "components": components,
+        }
+
+    def info(self) -> dict[str, Any]:
+        """Return what this node is: id, version, pid, plugins, backends, actions."""
+        return {
+            "id": self.id,
+            "version": __version__,
+            "pid": os.getpid(),
+            "state": self.state,
+            "data_dir": str(self.data_dir),
+            "plugins": sorted(self.plugins),
+            "backends": sorted(self.backends),
+            "actions": [spec.name for spec in self.actions.specs()],
+        }
+
+    def metrics(self) -> str:
+        """Return counters in the Prometheus text format."""
+        from platybus.metrics import render_metrics
+
+        return render_metrics(self)
+
+
+def _with_defaults(plugins: dict[str, ExtensionConfig]) -> list[ExtensionConfig]:
+    entries = dict(plugins)
+    for name in DEFAULT_PLUGINS:
+        if name not in entries:
+            entries[name] = ExtensionConfig(name, ("plugins", name), None, True, {})
+    return [ext for ext in entries.values() if ext.enabled]
+
+
+def _resolve(ext: ExtensionConfig, group: str, base: type[Any], search: list[Path],
+             config: Config) -> Any:
+    try:
+        return load_class(group, ext.name, base, spec=ext.class_spec, search_path=search)
+    except PlatybusError as error:
+        where = (*ext.path, "class") if ext.class_spec else ext.path
+        raise config.source.error(where, str(error)) from None
+
+
+def _typed(cls: type[Plugin] | type[Backend], ext: ExtensionConfig, config: Config) -> Any:
+    return config.convert(ext.options, cls.Config, ext.path)
+
+
+def validate(config: Config) -> Node:
+    """Build (without starting) a node from ``config``: every check that needs no I/O."""
+    return Node(config)
