@@ -1,0 +1,323 @@
+"""Live streams of the HTTP backend (``GET /events`` as SSE, ``GET /ws``).
+
+Each client gets one bounded buffer between the bus and its socket.
+
+The bus dispatcher must never wait for a network client. Each stream client
+subscribes with its own selector; its bus handler only appends to a bounded
+buffer and, at most once per batch, schedules a wake-up on the server's event
+loop with ``call_soon_threadsafe``. A client whose buffer overflows is dropped:
+its subscription is removed at once and its connection aborted, so a stalled
+reader costs the bus one ``len()`` check per event and nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import deque
+from typing import TYPE_CHECKING
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from platybus.errors import (
+    ActionNotAllowed,
+    BusError,
+    DecodeError,
+    NodeNotReady,
+    PlatybusError,
+    SelectorError,
+)
+from platybus.expr import Selector, parse_selector
+from platybus.messages import ErrorInfo, Message, Request, Response
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from backends.http import HttpBackend
+    from platybus.bus import Bus, Subscription
+
+log = logging.getLogger("platybus.backends.http")
+
+# Streams watch before handlers can end the chain with Event.stop(): an observer
+# should see every event its filter matches.
+STREAM_PRIORITY = -1000
+
+QUEUE_FULL = "queue_full"
+SHUTDOWN = "shutdown"
+WRITE_ERROR = "write_error"
+DROP_REASONS = (QUEUE_FULL, WRITE_ERROR, SHUTDOWN)
+
+# What may stand in an SSE "id:" or "event:" field without breaking the framing.
+_SSE_FIELD = re.compile(r"[^\r\n\x00]+")
+
+# Without a filter a stream carries events only; "*" adds requests and responses.
+DEFAULT_FILTER = "kind=event"
+
+
+class StreamClient:
+    """One live stream: a bus subscription feeding a bounded buffer drained by the loop."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        selector: Selector,
+        loop: asyncio.AbstractEventLoop,
+        limit: int,
+        abort: Callable[[], None],
+    ) -> None:
+        self.bus = bus
+        self.selector = selector
+        self.loop = loop
+        self.limit = limit
+        self._abort = abort
+        self._buffer: deque[Message] = deque()
+        self._signal = asyncio.Event()
+        self._scheduled = False
+        self.closed = False
+        self.drop_reason: str | None = None
+        self._subscription: Subscription | None = None
+
+    def subscribe(self) -> None:
+        """Start receiving matching messages from the bus."""
+        self._subscription = self.bus.subscribe(
+            self.selector, self.offer, priority=STREAM_PRIORITY
+        )
+
+    def offer(self, message: Message) -> None:
+        """Buffer a message for the client; runs on the bus dispatcher and never waits."""
+        if self.closed:
+            return
+        if len(self._buffer) >= self.limit:
+            self.closed = True
+            self.drop_reason = QUEUE_FULL
+            self._unsubscribe()
+            self._schedule()
+            return
+        self._buffer.append(message)
+        if not self._scheduled:
+            self._schedule()
+
+    def put(self, message: Message) -> None:
+        """Buffer a message from the loop thread itself (a websocket reply)."""
+        if not self.closed:
+            self._buffer.append(message)
+            self._signal.set()
+
+    def _schedule(self) -> None:
+        self._scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop is closed: the server is gone, nothing to wake
+            self.closed = True
+
+    def _wake(self) -> None:
+        self._scheduled = False
+        if self.drop_reason == QUEUE_FULL:
+            # The writer may be parked in a drain that a stalled reader never
+            # releases: cut the connection so the handler returns.
+            self._abort()
+        self._signal.set()
+
+    async def next_batch(self, timeout: float) -> list[Message] | None:
+        """Wait up to ``timeout`` for messages; ``[]`` on a quiet timeout, ``None`` once closed."""
+        if not self._buffer and not self.closed:
+            self._signal.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._signal.wait()
+            except TimeoutError:
+                return []
+        if self.closed and self.drop_reason is not None:
+            return None
+        batch = list(self._buffer)
+        self._buffer.clear()
+        if not batch and self.closed:
+            return None
+        return batch
+
+    def close(self, reason: str | None = None) -> None:
+        """End the stream (``reason`` if it is a drop); idempotent; loop thread only."""
+        if reason is not None and self.drop_reason is None:
+            self.drop_reason = reason
+        self.closed = True
+        self._unsubscribe()
+        self._signal.set()
+
+    def _unsubscribe(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            try:
+                subscription.unsubscribe()
+            except BusError:
+                log.debug("stream unsubscribe failed", exc_info=True)
+
+
+def sse_frame(message: Message, payload: bytes) -> bytes:
+    """Render one message as a Server-Sent Events frame."""
+    name = getattr(message, "type", None) or message.kind
+    if not _SSE_FIELD.fullmatch(name):  # a foreign type must not break the framing
+        name = message.kind
+    if _SSE_FIELD.fullmatch(message.id):
+        return b"id: %s\nevent: %s\ndata: %s\n\n" % (
+            message.id.encode(), name.encode(), payload)
+    return b"event: %s\ndata: %s\n\n" % (name.encode(), payload)
+
+
+
+class StreamRoutes:
+    """The ``GET /events`` (SSE) and ``GET /ws`` (websocket) handlers of an http backend."""
+
+    def __init__(self, backend: HttpBackend) -> None:
+        self.backend = backend
+
+    def _selector(self, request: web.Request) -> Selector:
+        text = request.query.get("filter", "").strip() or DEFAULT_FILTER
+        return parse_selector(text)
+
+    async def sse(self, request: web.Request) -> web.StreamResponse:
+        """Serve ``GET /events``: matching messages as Server-Sent Events until closed."""
+        denied = self.backend._denied(request, "/events", needs_ready=False)
+        if denied is not None:
+            return denied
+        try:
+            selector = self._selector(request)
+        except SelectorError as error:
+            return self.backend._error("/events", 400, error)
+        transport = request.transport
+        client = StreamClient(self.backend.context.bus, selector, asyncio.get_running_loop(),
+                              self.backend.config.stream_queue,
+                              transport.abort if transport is not None else _nothing)
+        self.backend._clients.add(client)
+        self.backend.requests["/events", 200] += 1
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no"})
+        try:
+            client.subscribe()
+            await response.prepare(request)
+            await response.write(b": connected\n\n")
+            encode = self.backend.context.codec.encode
+            while True:
+                batch = await client.next_batch(self.backend.config.heartbeat)
+                if batch is None:
+                    break
+                if not batch:
+                    await response.write(b": ping\n\n")
+                    continue
+                await response.write(b"".join(sse_frame(m, encode(m)) for m in batch))
+        except (ConnectionError, RuntimeError):
+            # A reader that went away is not a drop; a write that failed otherwise is.
+            if client.drop_reason is None and not client.closed:
+                client.close(WRITE_ERROR if not _gone(request) else None)
+        finally:
+            self._end_stream(client)
+        return response
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        """Serve ``GET /ws``: stream matching messages, and take events and requests in."""
+        denied = self.backend._denied(request, "/ws", needs_ready=False)
+        if denied is not None:
+            return denied
+        try:
+            selector = self._selector(request)
+        except SelectorError as error:
+            return self.backend._error("/ws", 400, error)
+        ws = web.WebSocketResponse(heartbeat=self.backend.config.heartbeat,
+                                   max_msg_size=self.backend.config.max_body)
+        transport = request.transport
+        client = StreamClient(self.backend.context.bus, selector, asyncio.get_running_loop(),
+                              self.backend.config.stream_queue,
+                              transport.abort if transport is not None else _nothing)
+        self.backend._clients.add(client)
+        self.backend.requests["/ws", 101] += 1
+        reader: asyncio.Task[None] | None = None
+        try:
+            client.subscribe()
+            await ws.prepare(request)
+            reader = asyncio.create_task(self._read_websocket(ws, client))
+            encode = self.backend.context.codec.encode
+            while True:
+                batch = await client.next_batch(3600.0)
+                if batch is None:
+                    break
+                for message in batch:
+                    await ws.send_str(encode(message).decode())
+        except (ConnectionError, RuntimeError):
+            if client.drop_reason is None and not client.closed:
+                client.close(WRITE_ERROR)
+        finally:
+            self._end_stream(client)
+            if reader is not None:
+                reader.cancel()
+            if client.drop_reason is None or client.drop_reason == SHUTDOWN:
+                await ws.close()
+        return ws
+
+    async def _read_websocket(self, ws: web.WebSocketResponse, client: StreamClient) -> None:
+        """Publish events and run requests that a websocket client sends."""
+        try:
+            async for frame in ws:
+                if frame.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    continue
+                reply = await self._inbound(frame.data)
+                if reply is not None:
+                    client.put(reply)
+        finally:
+            client.close()
+
+    async def _inbound(self, data: str | bytes) -> Message | None:
+        raw = data.encode() if isinstance(data, str) else data
+        try:
+            kind = self.backend._inbound_decoder.decode(raw).kind
+            if kind == "event":
+                if not self.backend._ready():
+                    raise NodeNotReady("the node is starting or stopping; retry shortly")
+                self.backend.send_event(self.backend._event_from(self.backend._event_decoder.decode(raw)))
+                return None
+            if kind != "request":
+                raise DecodeError(f"expected a message of kind 'event' or 'request', got {kind!r}")
+            spec = self.backend._execute_decoder.decode(raw)
+        except msgspec.DecodeError as error:
+            return self._inbound_error(decode_error(error))
+        except PlatybusError as error:
+            return self._inbound_error(error)
+        request = Request(action=spec.action, args=spec.args, target=spec.target or None,
+                          timeout=spec.timeout, parent_id=spec.parent_id,
+                          origin=self.backend.context.node_id)
+        if not self.backend._ready():
+            return self._inbound_error(NodeNotReady("the node is starting; retry shortly"),
+                                       request.id)
+        if self.backend._allow is not None and not self.backend._allow(spec.action):
+            return self._inbound_error(ActionNotAllowed(
+                f"{spec.action!r} may not be called over HTTP", action=spec.action), request.id)
+        return await self.backend._submit(request)
+
+    def _inbound_error(self, error: BaseException, request_id: str = "") -> Response:
+        return Response(request_id=request_id, origin=self.backend.context.node_id,
+                        error=ErrorInfo.from_exception(error))
+
+    def _end_stream(self, client: StreamClient) -> None:
+        client.close()
+        self.backend._clients.discard(client)
+        if client.drop_reason is not None:
+            self.backend.dropped[client.drop_reason] += 1
+            if client.drop_reason != SHUTDOWN:
+                self.backend.log.warning("dropped a stream client (%s)", client.drop_reason)
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _nothing() -> None:
+    return None
+
+
+def decode_error(error: msgspec.DecodeError) -> DecodeError:
+    """Say whether a body was not JSON at all or not the expected shape."""
+    if isinstance(error, msgspec.ValidationError):
+        return DecodeError(f"invalid body: {error}")
+    return DecodeError(f"malformed JSON: {error}")
