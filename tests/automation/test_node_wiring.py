@@ -1,0 +1,81 @@
+"""Automation inside a whole node: the shipped config's hook, start order, a real cron clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from platybus.config import load_config
+from platybus.node import Node
+from tests.automation.conftest import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def default_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Node]:
+    # The shipped config, on a free HTTP port so that tests running side by side do not collide.
+    text = (REPO / "config.yaml").read_text()
+    assert "port: 8008" in text
+    (tmp_path / "config.yaml").write_text(text.replace("port: 8008", "port: 0"))
+    (tmp_path / "watched").mkdir()
+    monkeypatch.chdir(tmp_path)
+    node = Node(load_config(tmp_path / "config.yaml"))
+    node.start()
+    yield node
+    node.stop()
+
+
+def test_the_shipped_config_counts_new_files(default_node: Node, tmp_path: Path) -> None:
+    node = default_node
+    watched = tmp_path / "watched"
+    (watched / "notes.txt").write_text("hello")
+    wait_for(lambda: node.actions.call("variable.get", {"name": "files_created"}) == 1)
+    (watched / "photos").mkdir()
+    (watched / "b.txt").write_text("again")
+    wait_for(lambda: node.actions.call("variable.get", {"name": "files_created"}) == 2)
+    runs = wait_for(lambda: len(node.actions.call("trace.list", {"kind": "hook"})) == 2
+                    and node.actions.call("trace.list", {"kind": "hook"}))
+    first = runs[0]["actions"][0]["args"]["message"]
+    assert first == f"new file in watched: notes.txt ({watched.resolve() / 'notes.txt'})"
+    assert [run["actions"][2]["args"]["message"] for run in runs] == [
+        "1 file(s) created so far", "2 file(s) created so far"]
+    checked = node.actions.call("trace.list", {"hook": "new-file", "kind": "event"})
+    reasons = [c["reason"] for t in checked for c in t["candidates"] if not c["matched"]]
+    assert "data.is_directory is true, not false" in reasons
+    node.stop()
+    assert (tmp_path / "data" / "traces.jsonl").read_text().count("\n") >= 5
+
+
+def test_start_order(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"node: {{id: order, data_dir: {tmp_path / 'data'}}}\n")
+    node = Node(load_config(path))
+    order = [step.name for step in node._steps]
+    assert order.index("automation") == order.index("backends") + 1
+    node.start()
+    assert node.automation.hooks._thread is None  # no hooks: no thread, no subscription
+    node.stop()
+    node.stop()
+
+
+def test_cron_on_the_real_clock(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"""
+node: {{id: clocked, data_dir: {tmp_path / 'data'}}}
+cron:
+  every-second:
+    when: "* * * * * *"
+    then: [{{action: log.info, args: {{message: "tick ${{cron.slot}}"}}}}]
+""")
+    node = Node(load_config(path))
+    node.start()
+    try:
+        [first, *_] = wait_for(lambda: node.actions.call("trace.list", {"kind": "cron"}),
+                               timeout=5)
+        assert first["outcome"] == "ok"
+        assert first["actions"][0]["args"]["message"] == f"tick {first['slot']}"
+    finally:
+        node.stop()
