@@ -1,0 +1,1 @@
+"""Built-in notifiers, registered in the ``platybus.notifiers`` entry-point group."""

@@ -1,0 +1,369 @@
+"""Notifiers: send matching events to the outside world, losing none.
+
+A :class:`Notifier` has ``send_event(event) -> bool``; its typed ``Config``
+round-trips through ``encode_config()`` / ``decode_config(text)``. Classes come
+from the ``platybus.notifiers`` entry-point group. The ``notifiers:`` config
+section names instances (``type``, ``options``, ``if``, ``retry``); the
+``PLATYBUS_NOTIFIERS="name=config|name2=config"`` variable configures them in a
+child process (:meth:`NotifierManager.from_environment`).
+
+The :class:`NotifierManager` gives each notifier its own queue and thread, so
+one slow or failing notifier never holds up another. A failed send goes to the
+:class:`~platybus.outbox.Outbox` and is retried with backoff, across restarts,
+until it is sent or expires. See ``docs/notifiers.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+
+from platybus.errors import ExtensionError, NodeError, PlatybusError, SelectorError
+from platybus.expr import Selector, parse_selector
+from platybus.extensions import EmptyConfig, load_class
+from platybus.messages import Event
+from platybus.outbox import Outbox, RetryPolicy
+
+if TYPE_CHECKING:
+    from platybus.bus import Bus, Subscription
+    from platybus.codec import Codec
+    from platybus.config import Config
+
+log = logging.getLogger("platybus.notifiers")
+
+__all__ = ["ENV_VAR", "NOTIFIER_GROUP", "Notifier", "NotifierEntry", "NotifierManager"]
+
+NOTIFIER_GROUP = "platybus.notifiers"
+ENV_VAR = "PLATYBUS_NOTIFIERS"
+
+
+class Notifier:
+    """Base of notifiers: ``send_event`` returns whether the event went out."""
+
+    Config: ClassVar[type[msgspec.Struct]] = EmptyConfig
+    # The config field that a bare (non-JSON) config text fills, e.g. a URL.
+    shorthand: ClassVar[str | None] = None
+
+    def __init__(self, name: str, config: Any) -> None:
+        self.name = name
+        self.config = config
+        self.log = logging.getLogger(f"platybus.notifiers.{name}")
+        self.cancelled = threading.Event()
+
+    def send_event(self, event: Event) -> bool:
+        """Send one event; return True once it is out, False to have it retried later."""
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        """Ask a send in progress to give up soon (the node is stopping)."""
+        self.cancelled.set()
+
+    def close(self) -> None:
+        """Release resources; idempotent."""
+
+    def encode_config(self) -> str:
+        """Return the config as text that :meth:`decode_config` reads back."""
+        return msgspec.json.encode(self.config).decode()
+
+    @classmethod
+    def decode_config(cls, text: str) -> Any:
+        """Read a config from JSON text, or from a bare value for the shorthand field."""
+        stripped = text.strip()
+        try:
+            if stripped.startswith("{") or cls.shorthand is None:
+                return msgspec.json.decode(stripped or "{}", type=cls.Config)
+            return msgspec.convert({cls.shorthand: stripped}, cls.Config)
+        except (msgspec.ValidationError, msgspec.DecodeError) as error:
+            raise ExtensionError(f"{cls.__name__}: invalid config {text!r}: {error}") from None
+
+
+class NotifierEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One entry of the ``notifiers`` section."""
+
+    type: str | None = None
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+    condition: str | None = msgspec.field(default=None, name="if")
+    retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
+    queue_size: int = 10_000
+    enabled: bool = True
+
+
+class _Channel:
+    """One notifier's queue and delivery thread, with its outbox retries."""
+
+    def __init__(self, notifier: Notifier, selector: Selector, policy: RetryPolicy,
+                 outbox: Outbox | None, queue_size: int) -> None:
+        self.name = notifier.name
+        self.notifier = notifier
+        self.selector = selector
+        self.policy = policy
+        self.outbox = outbox
+        self.queue_size = queue_size
+        self._queue: deque[Event] = deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._drain_until = 0.0
+        self._next_check: float | None = None
+        self.sent = self.failed = self.stored = self.retried = 0
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping = False
+        self.notifier.cancelled.clear()
+        self._next_check = time.time() if self.outbox is not None else None
+        self._thread = threading.Thread(target=self._run, name=f"platybus-notify-{self.name}")
+        self._thread.start()
+
+    def offer(self, event: Event) -> None:
+        with self._cond:
+            if len(self._queue) < self.queue_size and not self._stopping:
+                self._queue.append(event)
+                self._cond.notify()
+                return
+        self.store(event, "the notifier's queue was full", due_now=True)
+
+    def stop(self, timeout: float) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        with self._cond:
+            self._stopping = True
+            self._drain_until = time.monotonic() + timeout / 2
+            self._cond.notify()
+        thread.join(timeout)
+        if thread.is_alive():
+            self.notifier.cancel()
+            thread.join(timeout)
+        if thread.is_alive():
+            log.error("notifier %s did not stop within %.1fs", self.name, 2 * timeout)
+            return
+        self._thread = None
+        self.notifier.close()
+
+    def send(self, event: Event) -> tuple[bool, str]:
+        """Send once in the calling thread; never raises."""
+        try:
+            if self.notifier.send_event(event):
+                return True, ""
+            return False, "send_event returned false"
+        except Exception as error:
+            self.notifier.log.exception("notifier %s failed on event %s", self.name, event.id)
+            return False, f"{type(error).__name__}: {error}"
+
+    def send_ok(self, event: Event) -> bool:
+        """Send once in the calling thread; return whether it went out."""
+        return self.send(event)[0]
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    if self._next_check is not None:
+                        wait = self._next_check - time.time()
+                        if wait <= 0:
+                            break
+                        self._cond.wait(wait)
+                    else:
+                        self._cond.wait()
+                event = self._queue.popleft() if self._queue else None
+                if self._stopping and (event is None or time.monotonic() >= self._drain_until):
+                    if event is not None:
+                        self._queue.appendleft(event)
+                    leftovers = list(self._queue)
+                    self._queue.clear()
+                    break
+            if event is not None:
+                self._deliver(event)
+            else:
+                self._retry_outbox()
+        for event in leftovers:
+            self.store(event, "the node stopped before it was sent", due_now=True)
+
+    def _deliver(self, event: Event) -> None:
+        ok, error = self.send(event)
+        if ok:
+            self.sent += 1
+            return
+        self.failed += 1
+        self.store(event, error)
+
+    def store(self, event: Event, error: str, *, due_now: bool = False) -> None:
+        """Keep an event that could not be sent in the outbox."""
+        if self.outbox is None:
+            log.error("notifier %s could not send event %s and has no outbox: %s",
+                      self.name, event.id, error)
+            return
+        try:
+            self.outbox.put(self.name, event, error, self.policy, due_now=due_now)
+        except OSError:
+            log.exception("notifier %s: cannot store event %s in the outbox", self.name,
+                          event.id)
+            return
+        self.stored += 1
+        log.warning("notifier %s could not send event %s (%s): kept in the outbox", self.name,
+                    event.id, error)
+        due = time.time() + (0.0 if due_now else self.policy.delay(1))
+        with self._cond:
+            self._next_check = min(self._next_check or due, due)
+
+    def _retry_outbox(self) -> None:
+        assert self.outbox is not None
+        try:
+            counts = self.outbox.retry(self.name, self.send_ok, self.policy,
+                                       should_continue=lambda: not self._stopping)
+            self.retried += counts.get("sent", 0)
+            next_check = self.outbox.next_due(self.name)
+        except NodeError:  # someone else (``platybus outbox retry``) holds it: come back soon
+            next_check = time.time() + 1.0
+        except Exception:
+            log.exception("notifier %s: outbox retry failed", self.name)
+            next_check = time.time() + self.policy.initial
+        with self._cond:
+            self._next_check = next_check
+
+    def status(self) -> dict[str, Any]:
+        return {"type": type(self.notifier).__name__, "if": self.selector.source,
+                "queued": len(self._queue), "sent": self.sent, "failed": self.failed,
+                "stored": self.stored, "retried": self.retried,
+                "outbox": len(self.outbox.entries(self.name)) if self.outbox else 0}
+
+
+class NotifierManager:
+    """Every notifier of a node: subscribes them to the bus and owns their threads."""
+
+    def __init__(self, channels: list[_Channel], outbox: Outbox | None = None) -> None:
+        self.channels = {c.name: c for c in channels}
+        self.outbox = outbox
+        self._bus: Bus | None = None
+        self._subscriptions: list[Subscription] = []
+
+    # -- building ----------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: Config, codec: Codec | None = None) -> NotifierManager:
+        """Validate the ``notifiers`` section and build each notifier."""
+        section = config.section("notifiers") or {}
+        if not isinstance(section, dict):
+            raise config.source.error(("notifiers",), "expected a mapping of notifier names")
+        outbox = Outbox(config.data_dir / "outbox", codec)
+        channels = []
+        for name, raw in section.items():
+            path = ("notifiers", str(name))
+            entry = config.convert(raw if raw is not None else {}, NotifierEntry, path)
+            if not entry.enabled:
+                continue
+            try:
+                notifier_cls = load_class(NOTIFIER_GROUP, entry.type or str(name), Notifier)
+            except PlatybusError as error:
+                raise config.source.error((*path, "type"), str(error)) from None
+            options = config.convert(entry.options, notifier_cls.Config, (*path, "options"))
+            try:
+                selector = parse_selector(entry.condition or "kind=event")
+            except SelectorError as error:
+                raise config.source.error((*path, "if"), str(error)) from None
+            try:
+                notifier = notifier_cls(str(name), options)
+            except (PlatybusError, ValueError) as error:
+                raise config.source.error((*path, "options"), str(error)) from None
+            channels.append(_Channel(notifier, selector, entry.retry, outbox, entry.queue_size))
+        return cls(channels, outbox)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None,
+                         outbox: Outbox | None = None) -> NotifierManager:
+        """Build the notifiers that ``PLATYBUS_NOTIFIERS`` names (``type=config|...``)."""
+        text = (os.environ if environ is None else environ).get(ENV_VAR, "")
+        channels: list[_Channel] = []
+        for index, item in enumerate(p for p in text.split("|") if p.strip()):
+            type_name, _, encoded = item.partition("=")
+            type_name = type_name.strip()
+            notifier_cls = load_class(NOTIFIER_GROUP, type_name, Notifier)
+            config = notifier_cls.decode_config(_unescape(encoded))
+            name = type_name if type_name not in (c.name for c in channels) else (
+                f"{type_name}-{index}")
+            channels.append(_Channel(notifier_cls(name, config), parse_selector("kind=event"),
+                                     RetryPolicy(), outbox, 10_000))
+        return cls(channels, outbox)
+
+    def environment(self) -> str:
+        """Return the ``PLATYBUS_NOTIFIERS`` value that rebuilds these notifiers elsewhere."""
+        parts = []
+        for channel in self.channels.values():
+            type_name = _entry_point_name(type(channel.notifier))
+            parts.append(f"{type_name}={_escape(channel.notifier.encode_config())}")
+        return "|".join(parts)
+
+    # -- running -----------------------------------------------------------
+
+    def start(self, bus: Bus | None = None) -> None:
+        """Start every notifier's thread and, with a bus, subscribe them to it."""
+        self._bus = bus
+        for channel in self.channels.values():
+            channel.start()
+            if bus is not None:
+                self._subscriptions.append(bus.subscribe(
+                    channel.selector, self._offer_to(channel), id=f"notifier.{channel.name}"))
+
+    @staticmethod
+    def _offer_to(channel: _Channel) -> Any:
+        def offer(message: Any) -> None:
+            if isinstance(message, Event):
+                channel.offer(message)
+        return offer
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Take what the bus still holds, send what is queued within half of ``timeout``,
+        store the rest in the outbox."""
+        if self._subscriptions and self._bus is not None:
+            self._bus.flush(timeout)
+        for subscription in self._subscriptions:
+            subscription.unsubscribe()
+        self._subscriptions.clear()
+        for channel in self.channels.values():
+            channel.stop(timeout)
+
+    def notify(self, event: Event) -> dict[str, bool]:
+        """Send an event to every notifier it matches, now, in this thread.
+
+        Failures go to the outbox when there is one. Returns each notifier's outcome.
+        """
+        results = {}
+        for channel in self.channels.values():
+            if not channel.selector.matches(event):
+                continue
+            ok, error = channel.send(event)
+            results[channel.name] = ok
+            if not ok:
+                channel.store(event, error)
+        return results
+
+    def status(self) -> dict[str, Any]:
+        """Return each notifier's counters and outbox size."""
+        return {name: channel.status() for name, channel in self.channels.items()}
+
+
+def _entry_point_name(cls: type[Notifier]) -> str:
+    from platybus.extensions import available
+
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    for name, value in available(NOTIFIER_GROUP).items():
+        if value == target:
+            return name
+    raise ExtensionError(f"{target} is not registered in the {NOTIFIER_GROUP} entry points")
+
+
+def _escape(text: str) -> str:
+    return text.replace("%", "%25").replace("|", "%7C")
+
+
+def _unescape(text: str) -> str:
+    return text.replace("%7C", "|").replace("%7c", "|").replace("%25", "%")
