@@ -43,6 +43,7 @@ SERVICE_KEY = "s."
 # Bound on every call made into zeroconf's thread.
 LOOP_TIMEOUT = 5.0
 RESOLVE_TIMEOUT_MS = 3000
+RESOLVE_ATTEMPTS = 3
 
 State = Literal["off", "created", "running", "unavailable", "stopped"]
 
@@ -304,9 +305,17 @@ class PeerBrowser:
     async def _resolve(self, service_type: str, name: str) -> None:
         from zeroconf.asyncio import AsyncServiceInfo
 
-        info = AsyncServiceInfo(service_type, name)
-        if not await info.async_request(self._zc, self._resolve_timeout_ms):
-            log.debug("no answer from %s within %d ms", name, self._resolve_timeout_ms)
+        # A responder that has just multicast its records stays quiet for a while
+        # (RFC 6762 rate limits): ask again rather than miss a peer until it re-announces.
+        for attempt in range(1, RESOLVE_ATTEMPTS + 1):
+            info = AsyncServiceInfo(service_type, name)
+            if await info.async_request(self._zc, self._resolve_timeout_ms):
+                break
+            log.debug("no answer from %s within %d ms (attempt %d of %d)", name,
+                      self._resolve_timeout_ms, attempt, RESOLVE_ATTEMPTS)
+        else:
+            log.info("peer %s did not answer %d look-ups; it is ignored until it "
+                     "announces again", name, RESOLVE_ATTEMPTS)
             return
         peer = peer_from_info(info)
         if peer is None:

@@ -20,8 +20,9 @@ from platybus.discovery import (
     DiscoveryConfig,
     NodeDiscovered,
     NodeLost,
+    PeerBrowser,
     PeerData,
-    browse_nodes,
+    open_zeroconf,
 )
 from platybus.errors import ConfigError, ExtensionError
 from platybus.extensions import ServiceInfo
@@ -77,6 +78,22 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 8.0) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
+
+
+def browse_until(done: Callable[[list[PeerData]], bool], timeout: float = 10.0) -> list[PeerData]:
+    """Browse 127.0.0.1 until ``done(peers)`` holds or ``timeout`` passes; return the peers.
+
+    mDNS answers are rate limited and multicast: how soon they come varies with load.
+    """
+    zc, _ = open_zeroconf(["127.0.0.1"])
+    browser = PeerBrowser(zc)
+    try:
+        browser.start()
+        wait_for(lambda: done(browser.peers()), timeout)
+        return browser.peers()
+    finally:
+        browser.cancel()
+        zc.close()
 
 
 class Recorder:
@@ -158,7 +175,8 @@ def test_a_backend_service_is_announced_with_its_type_and_properties(
         "id": node_id, "version": node.context.version, "path": "/echo", "flavour": "plain"}
 
     # The node record lists the service too, for `platybus nodes` and node.discovered.
-    found = {p.node_id: p for p in browse_nodes(["127.0.0.1"], 2.5)}
+    peers = browse_until(lambda peers: any(p.node_id == node_id for p in peers))
+    found = {p.node_id: p for p in peers}
     assert node_id in found
     (service,) = found[node_id].services
     assert (service.name, service.type, service.port, service.path) == (
@@ -269,7 +287,8 @@ def test_a_taken_name_is_renamed_not_fatal() -> None:
         assert second.announced.wait(8)
         assert first.names() == [f"{node_id}.{NODE_TYPE}"]
         assert second.names() == [f"{node_id}-2.{NODE_TYPE}"]
-        found = [p for p in browse_nodes(["127.0.0.1"], 2.5) if p.node_id == node_id]
+        peers = browse_until(lambda peers: sum(p.node_id == node_id for p in peers) == 2)
+        found = [p for p in peers if p.node_id == node_id]
         assert sorted(p.instance for p in found) == sorted(first.names() + second.names())
     finally:
         second.stop()
