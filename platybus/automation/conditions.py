@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from platybus.automation.templates import MISSING, _eq, _is_num, lookup, render_text
+from platybus.automation.templates import render_text
+from platybus.automation.values import MISSING, equal, is_number, lookup
 from platybus.config import KeyPath
 from platybus.errors import ConfigError, SelectorError
 from platybus.expr import Selector, parse_selector
@@ -69,9 +70,9 @@ def _ordering(op: str, operand: Any) -> tuple[Callable[[Any, Captures], bool],
     compare: Callable[[Any, Any], bool] = {
         "$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}[op]
     symbol = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[op]
-    if _is_num(operand):
+    if is_number(operand):
         def test(v: Any, c: Captures) -> bool:
-            return _is_num(v) and compare(v, operand)
+            return is_number(v) and compare(v, operand)
         kind = "a number"
     else:
         def test(v: Any, c: Captures) -> bool:
@@ -81,7 +82,7 @@ def _ordering(op: str, operand: Any) -> tuple[Callable[[Any, Captures], bool],
     def explain(v: Any) -> str:
         if v is MISSING:
             return "is missing"
-        if (kind == "a number" and not _is_num(v)) or (kind == "a string"
+        if (kind == "a number" and not is_number(v)) or (kind == "a string"
                                                         and not isinstance(v, str)):
             return f"is {_show(v)}, not {kind} to compare with {_show(operand)}"
         return f"is {_show(v)}, not {symbol} {_show(operand)}"
@@ -92,21 +93,21 @@ def _ordering(op: str, operand: Any) -> tuple[Callable[[Any, Captures], bool],
 def _operator(op: str, operand: Any, path: KeyPath, fail: Fail) -> tuple[
         Callable[[Any, Captures], bool], Callable[[Any], str]]:
     if op == "$eq":
-        return (lambda v, c: v is not MISSING and _eq(v, operand),
+        return (lambda v, c: v is not MISSING and equal(v, operand),
                 lambda v: "is missing" if v is MISSING else f"is {_show(v)}, not {_show(operand)}")
     if op == "$ne":
         # Like MongoDB: a missing field is "not equal" too.
-        return (lambda v, c: v is MISSING or not _eq(v, operand),
+        return (lambda v, c: v is MISSING or not equal(v, operand),
                 lambda v: f"is {_show(v)}, which $ne excludes")
     if op in ("$gt", "$gte", "$lt", "$lte"):
-        if not (_is_num(operand) or isinstance(operand, str)):
+        if not (is_number(operand) or isinstance(operand, str)):
             raise fail(path, f"{op} needs a number or a string, got {_show(operand)}")
         return _ordering(op, operand)
     if op == "$in":
         if not isinstance(operand, list):
             raise fail(path, f"$in needs a list, got {_show(operand)}")
         options = tuple(operand)
-        return (lambda v, c: v is not MISSING and any(_eq(v, o) for o in options),
+        return (lambda v, c: v is not MISSING and any(equal(v, o) for o in options),
                 lambda v: "is missing" if v is MISSING else
                 f"is {_show(v)}, not one of {_show(list(options))}")
     if op == "$exists":

@@ -21,7 +21,8 @@ import msgspec
 
 from platybus.automation.runs import Return, Run, RunStopped, record_action
 from platybus.automation.steps import OnError, Scope, Step, StepCompiler
-from platybus.automation.templates import Compiled, to_value
+from platybus.automation.templates import Compiled
+from platybus.automation.values import to_value
 from platybus.config import KeyPath, convert
 from platybus.errors import (
     HandlerError,

@@ -25,9 +25,9 @@ from platybus.automation.templates import (
     compile_condition,
     compile_value,
     render_text,
-    to_value,
 )
 from platybus.automation.trace import clip
+from platybus.automation.values import to_value
 from platybus.config import KeyPath, SourceMap, convert, format_path
 from platybus.errors import ActionError, ConfigError, SelectorError, StepFailed, TemplateError
 

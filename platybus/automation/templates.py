@@ -11,290 +11,37 @@ See ``docs/automation/templates.md``.
 from __future__ import annotations
 
 import json
-import posixpath
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-import msgspec
-
+from platybus.automation.values import (
+    BINARY,
+    FILTERS,
+    LEVELS,
+    MISSING,
+    Undefined,
+    is_number,
+    lookup_or_undefined,
+    need,
+    to_text,
+    to_value,
+    type_name,
+)
 from platybus.errors import SelectorError, TemplateError
 
 __all__ = [
     "Compiled",
-    "Undefined",
     "compile_condition",
     "compile_value",
-    "lookup",
-    "to_text",
+    "render_text",
 ]
 
 Scope = dict[str, Any]
 Fn = Callable[[Scope], Any]
 
-MAX_STRING = 1_000_000
-MAX_INT_BITS = 1024
 _MAX_DEPTH = 60
-
-
-class Undefined:
-    """The value of a lookup that found nothing; says what was looked up."""
-
-    __slots__ = ("what",)
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __repr__(self) -> str:
-        return f"Undefined({self.what!r})"
-
-    def fail(self) -> TemplateError:
-        """The error to raise where a value is needed."""
-        return TemplateError(f"{self.what} is undefined (use '| default(...)' to give a "
-                             "fallback)", expression=self.what)
-
-
-MISSING: Final[Any] = object()
-"""What :func:`lookup` gives when there is nothing at a key."""
-
-
-def lookup(obj: Any, key: str | int) -> Any:
-    """One safe lookup step: a mapping key, a list index, a message's declared field.
-
-    Returns :data:`MISSING` when there is nothing there.
-    """
-    t = type(obj)
-    value: Any = MISSING
-    if t is dict:
-        value = obj.get(key, MISSING)
-    elif isinstance(obj, msgspec.Struct):
-        cls = type(obj)
-        # Declared fields only: getattr on any name would reach methods and dunders.
-        if isinstance(key, str) and key in cls.__struct_fields__:
-            value = getattr(obj, key)
-            if value is msgspec.UNSET:
-                value = MISSING
-        elif key == "kind" and isinstance(getattr(cls, "kind", None), str):
-            value = cls.kind  # type: ignore[attr-defined]
-    elif isinstance(obj, list | tuple | str):
-        if type(key) is int and -len(obj) <= key < len(obj):
-            value = obj[key]
-    elif isinstance(obj, Mapping):
-        value = obj.get(key, MISSING)
-    return value
-
-
-def _lookup(obj: Any, key: str | int, what: str) -> Any:
-    if type(obj) is Undefined:
-        return obj
-    value = lookup(obj, key)
-    return Undefined(what) if value is MISSING else value
-
-
-def _is_num(v: Any) -> bool:
-    return (type(v) is int or type(v) is float) or (
-        isinstance(v, int | float) and not isinstance(v, bool))
-
-
-def _type_name(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if _is_num(v):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list | tuple):
-        return "a list"
-    if isinstance(v, Mapping | msgspec.Struct):
-        return "a mapping"
-    return type(v).__name__
-
-
-def _need(v: Any) -> Any:
-    if type(v) is Undefined:
-        raise v.fail()
-    return v
-
-
-def to_text(value: Any) -> str:
-    """Render a value inside a string: JSON spellings for null, booleans, lists and maps."""
-    t = type(value)
-    if t is str:
-        return value  # type: ignore[no-any-return]
-    if t is Undefined:
-        raise value.fail()
-    if value is None:
-        return "null"
-    if t is bool:
-        return "true" if value else "false"
-    if t is int or t is float:
-        return str(value)
-    return msgspec.json.encode(value).decode()
-
-
-def to_value(value: Any) -> Any:
-    """Turn a rendered value into plain data (messages become mappings)."""
-    if type(value) is Undefined:
-        raise value.fail()
-    if isinstance(value, msgspec.Struct):
-        return msgspec.to_builtins(value)
-    return value
-
-
-# -- operators ------------------------------------------------------------------
-
-
-def _add(a: Any, b: Any) -> Any:
-    if _is_num(a) and _is_num(b):
-        return _check_int(a + b)
-    if isinstance(a, str) and isinstance(b, str):
-        if len(a) + len(b) > MAX_STRING:
-            raise TemplateError(f"string longer than {MAX_STRING} characters")
-        return a + b
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return [*a, *b]
-    raise TemplateError(f"cannot add {_type_name(a)} and {_type_name(b)}")
-
-
-def _check_int(v: Any) -> Any:
-    if type(v) is int and v.bit_length() > MAX_INT_BITS:
-        raise TemplateError("number too large")
-    return v
-
-
-def _arith(name: str, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    def op(a: Any, b: Any) -> Any:
-        if not (_is_num(a) and _is_num(b)):
-            raise TemplateError(f"cannot apply {name!r} to {_type_name(a)} and {_type_name(b)}")
-        try:
-            return _check_int(fn(a, b))
-        except ZeroDivisionError:
-            raise TemplateError("division by zero") from None
-        except OverflowError:
-            raise TemplateError("number too large") from None
-
-    return op
-
-
-def _eq(a: Any, b: Any) -> bool:
-    if type(a) is Undefined or type(b) is Undefined:
-        return False
-    if isinstance(a, bool) != isinstance(b, bool):
-        return False  # true is not 1
-    try:
-        return bool(a == b)
-    except Exception:
-        return False
-
-
-def _order(name: str, fn: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
-    def op(a: Any, b: Any) -> bool:
-        if (_is_num(a) and _is_num(b)) or (isinstance(a, str) and isinstance(b, str)):
-            return fn(a, b)
-        raise TemplateError(f"cannot compare {_type_name(a)} {name} {_type_name(b)}")
-
-    return op
-
-
-def _contains(a: Any, b: Any) -> bool:
-    if isinstance(b, str):
-        if not isinstance(a, str):
-            raise TemplateError(f"'in' a string needs a string, got {_type_name(a)}")
-        return a in b
-    if isinstance(b, list | tuple):
-        return any(_eq(a, item) for item in b)
-    if isinstance(b, Mapping):
-        return a in b if isinstance(a, str | int) else False
-    raise TemplateError(f"'in' needs a string, list or mapping on the right, got {_type_name(b)}")
-
-
-_BINARY: Final[dict[str, Callable[[Any, Any], Any]]] = {
-    "+": _add,
-    "-": _arith("-", lambda a, b: a - b),
-    "*": _arith("*", lambda a, b: a * b),
-    "/": _arith("/", lambda a, b: a / b),
-    "//": _arith("//", lambda a, b: a // b),
-    "%": _arith("%", lambda a, b: a % b),
-    "==": _eq,
-    "!=": lambda a, b: not _eq(a, b),
-    "<": _order("<", lambda a, b: a < b),
-    "<=": _order("<=", lambda a, b: a <= b),
-    ">": _order(">", lambda a, b: a > b),
-    ">=": _order(">=", lambda a, b: a >= b),
-    "in": _contains,
-    "not in": lambda a, b: not _contains(a, b),
-}
-_LEVELS: Final = (("==", "!=", "<", "<=", ">", ">=", "in", "not in"), ("+", "-"),
-                  ("*", "/", "//", "%"))
-
-# -- filters --------------------------------------------------------------------
-
-
-def _str_filter(name: str, fn: Callable[[str], Any]) -> Callable[..., Any]:
-    def apply(value: Any) -> Any:
-        if not isinstance(value, str):
-            raise TemplateError(f"filter {name!r} needs a string, got {_type_name(value)}")
-        return fn(value)
-
-    return apply
-
-
-def _to_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise TemplateError(f"filter 'int' cannot convert {_type_name(value)}")
-    try:
-        return int(float(value)) if isinstance(value, str) and "." in value else int(value)
-    except (ValueError, OverflowError):
-        raise TemplateError(f"filter 'int': {value!r} is not a number") from None
-
-
-def _to_float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise TemplateError(f"filter 'float' cannot convert {_type_name(value)}")
-    try:
-        return float(value)
-    except ValueError:
-        raise TemplateError(f"filter 'float': {value!r} is not a number") from None
-
-
-def _length(value: Any) -> int:
-    if isinstance(value, str | list | tuple | Mapping):
-        return len(value)
-    raise TemplateError(f"filter 'length' needs a string, list or mapping, got "
-                        f"{_type_name(value)}")
-
-
-def _json(value: Any) -> str:
-    try:
-        return msgspec.json.encode(value).decode()
-    except (TypeError, ValueError) as error:
-        raise TemplateError(f"filter 'json': {error}") from None
-
-
-class _Filter(NamedTuple):
-    fn: Callable[..., Any]
-    args: int
-
-
-FILTERS: Final[dict[str, _Filter]] = {
-    "lower": _Filter(_str_filter("lower", str.lower), 0),
-    "upper": _Filter(_str_filter("upper", str.upper), 0),
-    "trim": _Filter(_str_filter("trim", str.strip), 0),
-    "basename": _Filter(_str_filter("basename", posixpath.basename), 0),
-    "dirname": _Filter(_str_filter("dirname", posixpath.dirname), 0),
-    "json": _Filter(_json, 0),
-    "int": _Filter(_to_int, 0),
-    "float": _Filter(_to_float, 0),
-    "string": _Filter(to_text, 0),
-    "length": _Filter(_length, 0),
-    "default": _Filter(lambda value, fallback: fallback if value is None else value, 1),
-}
 
 # -- tokens ---------------------------------------------------------------------
 
@@ -430,8 +177,8 @@ class _Parser:
                               else v)
         if args:
             extra = args
-            return lambda s: fn(_need(inner(s)), *(_need(a(s)) for a in extra))
-        return lambda s: fn(_need(inner(s)))
+            return lambda s: fn(need(inner(s)), *(need(a(s)) for a in extra))
+        return lambda s: fn(need(inner(s)))
 
     def or_(self) -> tuple[Fn, str]:
         left, text = self.and_()
@@ -460,10 +207,10 @@ class _Parser:
         return self.binary(0)
 
     def binary(self, level: int) -> tuple[Fn, str]:
-        if level == len(_LEVELS):
+        if level == len(LEVELS):
             return self.unary()
         left, text = self.binary(level + 1)
-        ops = _LEVELS[level]
+        ops = LEVELS[level]
         while True:
             tok = self.peek()
             op = tok.text if tok.kind in ("op", "name") else ""
@@ -487,9 +234,9 @@ class _Parser:
             self.depth -= 1
 
             def neg(s: Scope) -> Any:
-                v = _need(inner(s))
-                if not _is_num(v):
-                    raise TemplateError(f"cannot negate {_type_name(v)}")
+                v = need(inner(s))
+                if not is_number(v):
+                    raise TemplateError(f"cannot negate {type_name(v)}")
                 return -v
 
             return neg, text
@@ -590,23 +337,23 @@ def _and(a: Fn, b: Fn) -> Fn:
 
 
 def _field_fn(inner: Fn, key: str | int, what: str) -> Fn:
-    return lambda s: _lookup(inner(s), key, what)
+    return lambda s: lookup_or_undefined(inner(s), key, what)
 
 
 def _binary_fn(op: str, left: Fn, right: Fn) -> Fn:
-    fn = _BINARY[op]
+    fn = BINARY[op]
     if op in ("==", "!="):
         return lambda s: fn(left(s), right(s))
-    return lambda s: fn(_need(left(s)), _need(right(s)))
+    return lambda s: fn(need(left(s)), need(right(s)))
 
 
 def _index_fn(inner: Fn, index: Fn, base: str) -> Fn:
     def get(s: Scope) -> Any:
-        key = _need(index(s))
+        key = need(index(s))
         if isinstance(key, bool) or not isinstance(key, str | int):
             raise TemplateError(f"{base}[...]: an index must be a string or an integer, got "
-                                f"{_type_name(key)}")
-        value = _lookup(inner(s), key, base)
+                                f"{type_name(key)}")
+        value = lookup_or_undefined(inner(s), key, base)
         return Undefined(f"{base}[{key!r}]") if type(value) is Undefined else value
 
     return get
@@ -709,7 +456,7 @@ def compile_condition(value: Any) -> Compiled:
     if isinstance(value, bool):
         return Compiled(lambda s: value, frozenset(), True, value)
     if not isinstance(value, str):
-        raise SelectorError(f"a condition must be an expression, got {_type_name(value)}")
+        raise SelectorError(f"a condition must be an expression, got {type_name(value)}")
     text = value.strip()
     names: set[str] = set()
     if text.startswith("${") and text.endswith("}"):
