@@ -203,7 +203,7 @@ Launcher = Callable[..., NodeProcess]
 
 @pytest.fixture
 def client(redis_url: str, prefix: str) -> Iterator[Client]:
-    c = Client(redis_url, prefix=prefix, secret=SECRET, timeout=5)
+    c = Client(redis_url, prefix=prefix, secret=SECRET, timeout=15)
     c.connect()
     yield c
     c.disconnect()
