@@ -56,7 +56,7 @@ def render_trace(trace: Trace) -> list[str]:
         result = "ok" if a.ok else f"FAILED {a.error}"
         tail = f" -> {_short(a.output, 80)}" if a.ok and a.output is not None else ""
         lines.append(f"    {a.step}  {_call(a.action, a.args, a.target)}  {result} "
-                     f"{_ms(a.duration)}{tail}")
+                     f"{_ms(a.duration) if a.duration is not None else ''}{tail}")
     if trace.error:
         lines.append(f"    error: {trace.error}")
     return lines

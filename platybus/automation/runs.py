@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
+import msgspec
+
 from platybus.automation.trace import ActionRecord, Trace, TraceStore, clip
 from platybus.messages import new_id
 
@@ -179,7 +181,7 @@ class Run:
                 slot=self.slot, outcome=outcome, error=error,
                 duration=round(time.perf_counter() - self.t0, 6),
                 variables=clip(self.variables, limit) if self.variables else {},
-                actions=list(self.actions),
+                actions=[_ended(a, outcome) for a in self.actions],
             ))
         if self.lane is not None:
             self.lane.release(self)
@@ -334,6 +336,14 @@ class Watchdog:
             for run in expired:
                 log.warning("%s %s (run %s) timed out", run.kind, run.name, run.id)
                 run.stop("timeout", "timed out")
+
+
+def _ended(record: ActionRecord, outcome: str) -> ActionRecord:
+    """A record as the trace keeps it: an action still running when its run ended failed."""
+    if record.duration is not None:
+        return record
+    return msgspec.structs.replace(record, ok=False, error=(
+        f"{outcome} before it finished"))
 
 
 def record_action(run: Run, step: str, action: str, args: Any,

@@ -45,7 +45,7 @@ class ActionRecord(msgspec.Struct, omit_defaults=True, kw_only=True):
     ok: bool
     error: str | None = None
     output: Any = None
-    duration: float = 0.0
+    duration: float | None = None  # None while the action runs
     worker_pid: int | None = None
 
 

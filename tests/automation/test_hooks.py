@@ -244,7 +244,13 @@ def test_timeout_ends_the_run_and_frees_the_lane(harness: Make) -> None:
     h.publish("t.stuck", n=0)
     h.publish("t.stuck", n=1)
     wait_for(lambda: "start:1" in h.rec.tags())  # started although run 0 is still sleeping
-    assert [r["outcome"] for r in runs(h, "stuck")][:1] == ["timeout"]
+    stuck = runs(h, "stuck")[0]
+    assert stuck["outcome"] == "timeout"
+    # The action the run was waiting on is not reported as a success.
+    [action] = stuck["actions"]
+    assert (action["action"], action["ok"], action["error"]) == (
+        "rec.slow", False, "timeout before it finished")
+    assert "duration" not in action
     h.rec.release.set()
 
 
