@@ -163,7 +163,9 @@ class HttpBackend(Backend):
         aio = asyncio.new_event_loop()
         self._aio = aio
         try:
-            aio.run_until_complete(self._serve())
+            # A full bus answers 503 at once rather than stall every client of the loop.
+            with self.context.bus.never_wait():
+                aio.run_until_complete(self._serve())
         finally:
             try:
                 aio.run_until_complete(aio.shutdown_asyncgens())

@@ -10,13 +10,14 @@ callbacks of the requests they answer.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Literal, Protocol
@@ -157,6 +158,8 @@ class Bus:
         self._oldest = 0.0  # when the oldest queued message was enqueued
         self._waiting = False
         self._blocked_producers = 0
+        # Threads that must never wait for room (an event loop): refused at once when full.
+        self._never_wait: set[int] = set()
         self._subs: dict[str, Subscription] = {}
         self._subs_lock = threading.Lock()
         self._index: dict[tuple[str, str | None], list[Subscription]] = {}
@@ -219,6 +222,22 @@ class Bus:
     def in_dispatcher(self) -> bool:
         """Whether the calling thread is the dispatcher."""
         return threading.current_thread() is self._thread
+
+    @contextlib.contextmanager
+    def never_wait(self) -> Iterator[None]:
+        """Within this block, the calling thread's publishes never wait for room.
+
+        A full queue refuses them at once with :class:`QueueFullError`, whatever
+        ``policy`` says: an event loop serving many clients must not stall for one.
+        """
+        ident = threading.get_ident()
+        with self._cond:
+            self._never_wait.add(ident)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._never_wait.discard(ident)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message published before this call was dispatched.
@@ -377,7 +396,8 @@ class Bus:
         # Called with the condition held. The dispatcher itself never blocks:
         # it would wait for room that only it can make.
         limit = self.config.queue_size
-        if self.config.policy == "block" and not self.in_dispatcher():
+        if (self.config.policy == "block" and not self.in_dispatcher()
+                and threading.get_ident() not in self._never_wait):
             deadline = time.monotonic() + self.config.block_timeout
             self._blocked_producers += 1
             try:

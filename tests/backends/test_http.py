@@ -68,7 +68,8 @@ class Gated(Backend):
 
 
 def write_config(tmp_path: Path, http: dict[str, Any] | None = None,
-                 backends: dict[str, Any] | None = None) -> Path:
+                 backends: dict[str, Any] | None = None,
+                 bus: dict[str, Any] | None = None) -> Path:
     (tmp_path / "testext.py").write_text(EXTENSIONS, encoding="utf-8")
     config = {
         "node": {"id": "web", "data_dir": str(tmp_path / "data"),
@@ -76,6 +77,8 @@ def write_config(tmp_path: Path, http: dict[str, Any] | None = None,
         "plugins": {"tools": {"class": "testext:Tools"}},
         "backends": {"http": {"port": 0, **(http or {})}, **(backends or {})},
     }
+    if bus:
+        config["node"]["bus"] = bus
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
@@ -338,6 +341,28 @@ def test_publish_rejects_bad_events(start_node: Callable[..., Node]) -> None:
     status, _, body = call(port, "POST", "/events", {"type": "node.started", "data": {"x": 1}})
     assert status == 400  # typed events are validated against their class
     assert call(port, "GET", "/events?filter=type%3D%3D")[0] == 400
+
+
+def test_a_full_bus_answers_503_at_once_and_the_server_keeps_serving(tmp_path: Path) -> None:
+    # Under policy block a publisher may wait block_timeout for room; the HTTP loop never
+    # does (here it would wait an hour and the client would time out).
+    node = Node(load_config(write_config(
+        tmp_path, bus={"queue_size": 4, "policy": "block", "block_timeout": 3600})))
+    node.start()
+    gate = threading.Event()
+    try:
+        node.bus.subscribe("type=jam", lambda event: gate.wait(30))  # holds the dispatcher
+        port = port_of(node)
+        answers = [call(port, "POST", "/events", {"type": "jam"}) for _ in range(8)]
+        statuses = [status for status, _, _ in answers]
+        assert 503 in statuses, statuses
+        refused = answers[statuses.index(503)][2]
+        assert refused["error"]["type"] == "QueueFullError"
+        assert call(port, "GET", "/health")[0] == 200
+    finally:
+        gate.set()
+        node.stop()
+    assert node.state == "stopped"
 
 
 def test_websocket_streams_filtered_events_and_serves_requests(

@@ -172,6 +172,19 @@ def test_block_policy_waits_for_room_then_gives_up() -> None:
     bus.stop()
 
 
+def test_a_thread_that_never_waits_is_refused_at_once_under_block() -> None:
+    # block_timeout is far beyond the test's time limit: waiting at all would fail it.
+    bus = Bus("n1", BusConfig(queue_size=1, policy="block", block_timeout=3600))
+    bus.publish(Event(type="x"))  # not started: the queue stays full
+    with bus.never_wait(), pytest.raises(QueueFullError, match="full"):
+        bus.publish(Event(type="x"))
+    assert bus.stats().rejected == 1
+    # Outside the block the thread waits again; a producer that waits gets through.
+    threading.Timer(0.05, bus.start).start()
+    bus.publish(Event(type="x"))
+    bus.stop()
+
+
 def test_messages_published_before_start_are_delivered_after() -> None:
     bus = Bus("n1")
     seen: list[str] = []
