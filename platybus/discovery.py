@@ -249,6 +249,7 @@ class PeerBrowser:
         self._peers: dict[str, PeerData] = {}
         self._resolving: dict[str, asyncio.Task[None]] = {}
         self._browser: AsyncServiceBrowser | None = None
+        self._active = False
 
     def start(self) -> None:
         """Start browsing; call from any thread but zeroconf's."""
@@ -267,9 +268,13 @@ class PeerBrowser:
         from zeroconf.asyncio import AsyncServiceBrowser
 
         if self._browser is None:
+            # Records already in zeroconf's cache are reported while the browser is being
+            # built, before it is assigned: accept changes from here on.
+            self._active = True
             self._browser = AsyncServiceBrowser(self._zc, [NODE_TYPE], handlers=[self._on_change])
 
     async def _async_cancel(self) -> None:
+        self._active = False
         browser, self._browser = self._browser, None
         if browser is not None:
             await browser.async_cancel()
@@ -281,7 +286,7 @@ class PeerBrowser:
                    state_change: ServiceStateChange) -> None:
         from zeroconf import ServiceStateChange
 
-        if self._browser is None:
+        if not self._active:
             return
         if state_change is ServiceStateChange.Removed:
             pending = self._resolving.pop(name, None)

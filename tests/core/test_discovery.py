@@ -295,6 +295,31 @@ def test_a_taken_name_is_renamed_not_fatal() -> None:
         first.stop()
 
 
+def test_a_peer_already_in_zeroconfs_cache_is_found() -> None:
+    # zeroconf reports records it already holds while a browser is being built: a node
+    # whose zeroconf heard a peer before it started browsing must not miss that peer.
+    from zeroconf import ServiceBrowser
+
+    node_id = unique("disc-cached")
+    peer = Discovery(DiscoveryConfig(browse=False), node_id=node_id, version="1")
+    zc, _ = open_zeroconf(["127.0.0.1"])
+    heard: list[str] = []
+    plain = ServiceBrowser(zc, NODE_TYPE, handlers=[
+        lambda zeroconf, service_type, name, state_change: heard.append(name)])
+    browser = PeerBrowser(zc)
+    try:
+        peer.start()
+        assert peer.announced.wait(5)
+        assert wait_for(lambda: f"{node_id}.{NODE_TYPE}" in heard, timeout=10)
+        browser.start()
+        assert wait_for(lambda: any(p.node_id == node_id for p in browser.peers()), timeout=10)
+    finally:
+        browser.cancel()
+        plain.cancel()
+        zc.close()
+        peer.stop()
+
+
 def test_stop_is_idempotent_and_works_before_start() -> None:
     never = Discovery(DiscoveryConfig(), node_id=unique("disc-idle"), version="1")
     never.stop()
