@@ -284,9 +284,13 @@ class ProcessPool:
                 wait = self._next_wait()
                 for key, _ in selector.select(wait):
                     if key.data is None:
-                        self._wake_pending = False
+                        # Drain first, then clear: a wake-up written in between is then
+                        # either still in the pipe or covered by the next _assign.
+                        # The other order can swallow one and leave the flag set, and
+                        # every later wake-up (stop's included) would be skipped.
                         with contextlib.suppress(BlockingIOError, OSError):
                             os.read(self._wake_r, 4096)
+                        self._wake_pending = False
                         continue
                     if key.data in self._workers:
                         self._receive(key.data, selector)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,3 +203,40 @@ def test_queue_limit_and_stop(jobs: Path, no_leaked_processes: None) -> None:
     assert not alive(pid)
     with pytest.raises(NodeNotReady):
         pool.submit("isojobs:echo", None, ev())
+
+
+def test_many_threads_submitting_at_once_lose_no_wake_up(
+    pool: ProcessPool
+) -> None:
+    # Submitters and the supervisor race on the wake-up pipe: none may be lost, or tasks
+    # sit queued and stop() waits for a supervisor that never wakes.
+    futures = []
+    lock = threading.Lock()
+    # Switch threads as often as possible, so that the racy interleavings happen.
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        _submit_from_threads(pool, futures, lock)
+    finally:
+        sys.setswitchinterval(previous)
+    for future in futures:
+        future.result(30)
+    assert pool.stats().completed == len(futures) == 4000
+    pool.stop(1.0)
+    assert pool.stats().workers == 0
+
+
+def _submit_from_threads(pool: ProcessPool, futures: list[Any], lock: threading.Lock) -> None:
+
+    def submit(n: int) -> None:
+        for i in range(n):
+            future = pool.submit("isojobs:echo", {"i": i}, ev())
+            with lock:
+                futures.append(future)
+
+    for _ in range(5):
+        threads = [threading.Thread(target=submit, args=(200,)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
