@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -83,8 +84,12 @@ def test_a_node_from_config_publishes_typed_file_events_and_logs_them(
     assert got[0].origin == "fm"
     assert node.codec.types.get("file.created") is FileCreated
     assert node.codec.decode(node.codec.encode(got[0])) == got[0]
-    lines = [r.getMessage() for r in caplog.records]
-    assert f"file.created {watched}/x.txt" in lines
+    # The monitor logs an event once it is published: the line may follow the delivery.
+    line = f"file.created {watched}/x.txt"
+    deadline = time.monotonic() + 5
+    while line not in (lines := [r.getMessage() for r in caplog.records]):
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.01)
     assert node.health()["components"]["backends"]["file_monitor"] == "ready"
 
 
