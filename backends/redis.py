@@ -18,9 +18,9 @@ import msgspec
 from platybus.errors import SelectorError
 from platybus.expr import parse_selector
 from platybus.extensions import Backend, NodeContext
-from platybus.link import StreamLink
+from platybus.link.protocol import LinkConfig, LinkDown, LinkUp
+from platybus.link.stream_link import StreamLink
 from platybus.messages import Request
-from platybus.streams import LinkConfig, LinkDown, LinkUp
 
 DEFAULT_ALLOWED = ("node.ping", "node.info")
 START_WAIT = 5.0

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from platybus.backends.file_monitor import FileMonitorBackend, FileMonitorConfig
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.inotify import InotifyObserver
 
-from backends.file_monitor import FileMonitorBackend, FileMonitorConfig
 from platybus.actions import ActionRegistry
 from platybus.bus import Bus
 from platybus.codec import Codec

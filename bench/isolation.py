@@ -17,7 +17,7 @@ from typing import Any
 
 from platybus.bus import Bus, BusConfig
 from platybus.config import load_config
-from platybus.isolation import ProcessPool
+from platybus.isolation.pool import ProcessPool
 from platybus.messages import Event
 from platybus.node import Node
 

@@ -10,8 +10,8 @@ import threading
 import msgspec
 
 from platybus.messages import Event
-from platybus.notifiers import Notifier
-from platybus.records import event_to_document
+from platybus.notify.manager import Notifier
+from platybus.notify.records import event_to_document
 
 
 class CommandConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 
 from platybus.messages import Event
-from platybus.notifiers import Notifier
-from platybus.records import dump_event
+from platybus.notify.manager import Notifier
+from platybus.notify.records import dump_event
 
 
 class FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -8,8 +8,8 @@ from typing import Literal
 import msgspec
 
 from platybus.messages import Event
-from platybus.notifiers import Notifier
-from platybus.records import event_to_document
+from platybus.notify.manager import Notifier
+from platybus.notify.records import event_to_document
 
 
 class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

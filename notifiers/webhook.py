@@ -11,8 +11,8 @@ import msgspec
 
 from platybus.errors import ExtensionError
 from platybus.messages import Event
-from platybus.notifiers import Notifier
-from platybus.records import event_to_document
+from platybus.notify.manager import Notifier
+from platybus.notify.records import event_to_document
 
 # Worth trying again: the receiver is overloaded or briefly broken.
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})

@@ -2,6 +2,6 @@
 
 import sys
 
-from platybus.cli import main
+from platybus.cli.main import main
 
 sys.exit(main())

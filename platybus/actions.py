@@ -10,7 +10,7 @@ import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar, overload
 
 import msgspec
 
@@ -22,13 +22,51 @@ from platybus.errors import (
     UnknownActionError,
 )
 from platybus.messages import ErrorInfo, Request, Response
-from platybus.workers import WorkerPool
+from platybus.threads import WorkerPool
 
 if typing.TYPE_CHECKING:
     from platybus.bus import Bus, Subscription
-    from platybus.extensions import Plugin
 
 log = logging.getLogger("platybus.actions")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Named(Protocol):
+    """What the registry needs of a plugin: its name (its actions are its marked methods)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class ActionMark:
+    """What ``@action`` records on a method."""
+
+    name: str | None
+    blocking: bool
+
+
+@overload
+def action(fn: F) -> F: ...
+@overload
+def action(*, name: str | None = None, blocking: bool = True) -> Callable[[F], F]: ...
+
+
+def action(
+    fn: F | None = None, *, name: str | None = None, blocking: bool = True
+) -> F | Callable[[F], F]:
+    """Mark a plugin method as an action callable as ``<plugin>.<name>``.
+
+    Arguments are validated against the signature and type hints before the
+    call. ``blocking=False`` is a promise that the action returns at once.
+    """
+
+    def mark(func: F) -> F:
+        func.__platybus_action__ = ActionMark(name, blocking)  # type: ignore[attr-defined]
+        return func
+
+    return mark(fn) if fn is not None else mark
 
 
 @dataclass
@@ -150,7 +188,7 @@ class ActionRegistry:
         with self._lock:
             self._actions.pop(name, None)
 
-    def add_plugin(self, plugin: Plugin) -> list[ActionSpec]:
+    def add_plugin(self, plugin: Named) -> list[ActionSpec]:
         """Register every ``@action`` method of a plugin instance."""
         added = []
         for attr, member in inspect.getmembers(type(plugin)):

@@ -35,7 +35,7 @@ from platybus.errors import (
 )
 from platybus.expr import Selector, parse_selector
 from platybus.messages import ErrorInfo, Message, Request, Response, _dispatch
-from platybus.workers import WorkerPool
+from platybus.threads import WorkerPool
 
 log = logging.getLogger("platybus.bus")
 

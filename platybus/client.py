@@ -37,9 +37,9 @@ from platybus.errors import (
     QueueFullError,
 )
 from platybus.expr import Selector, parse_selector
-from platybus.link import StreamLink
+from platybus.link.protocol import LinkConfig, LinkDown, LinkUp, valid_id
+from platybus.link.stream_link import StreamLink
 from platybus.messages import Event, EventTypes, Message, Request, Response
-from platybus.streams import LinkConfig, LinkDown, LinkUp, valid_id
 
 __all__ = ["Client"]
 

@@ -33,7 +33,8 @@ Every error platybus raises on purpose is a :class:`PlatybusError`::
     └── Terminated                   stopped by a signal in the middle of work
 
 Each class maps to one process exit code (:func:`exit_code_for`), documented in
-``docs/operations.md``.
+``docs/operations.md``, and to one HTTP status (:func:`http_status_for`), documented in
+``docs/backends/http.md``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class PlatybusError(Exception):
     """Base of every error platybus raises on purpose."""
 
     exit_code = 1
+    http_status = 500
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -82,6 +84,8 @@ class ConfigError(PlatybusError):
 
 class DecodeError(PlatybusError):
     """Bytes that do not decode into a valid message."""
+
+    http_status = 400
 
 
 class SelectorError(PlatybusError):
@@ -125,9 +129,13 @@ class ActionError(PlatybusError):
 class UnknownActionError(ActionError):
     """No action of that name exists on this node."""
 
+    http_status = 404
+
 
 class ArgumentError(ActionError):
     """An action argument is missing, unknown or of the wrong type."""
+
+    http_status = 400
 
 
 class ActionFailed(ActionError):
@@ -136,6 +144,8 @@ class ActionFailed(ActionError):
 
 class ActionNotAllowed(ActionError):
     """The origin of the request may not call this action."""
+
+    http_status = 403
 
 
 class StepFailed(ActionError):
@@ -150,6 +160,8 @@ class StepFailed(ActionError):
 class RequestTimeout(ActionError):
     """No response arrived before the deadline."""
 
+    http_status = 504
+
 
 class BusError(PlatybusError):
     """The bus refused an operation."""
@@ -158,6 +170,8 @@ class BusError(PlatybusError):
 class QueueFullError(BusError):
     """The bus queue is full and the back-pressure policy rejected the message."""
 
+    http_status = 503
+
 
 class DuplicateSubscriberError(BusError):
     """A subscriber with that id is already registered."""
@@ -165,6 +179,8 @@ class DuplicateSubscriberError(BusError):
 
 class NoRouteError(BusError):
     """There is no way to reach the target node."""
+
+    http_status = 502
 
 
 class LinkError(PlatybusError):
@@ -219,6 +235,8 @@ class NodeError(PlatybusError):
 class NodeNotReady(NodeError):
     """The node is still starting, or already stopping."""
 
+    http_status = 503
+
 
 class NodeAlreadyRunning(NodeError):
     """Another node with the same id and data dir is running."""
@@ -234,6 +252,26 @@ class Terminated(PlatybusError):
 
 EXIT_OK = 0
 EXIT_ERROR = 1
+
+
+def _error_classes() -> dict[str, type[PlatybusError]]:
+    classes: dict[str, type[PlatybusError]] = {}
+    todo: list[type[PlatybusError]] = [PlatybusError]
+    while todo:
+        cls = todo.pop()
+        classes.setdefault(cls.__name__, cls)
+        todo.extend(cls.__subclasses__())
+    return classes
+
+
+def http_status_for(type_name: str) -> int:
+    """Return the HTTP status of an error by its class name (an ``ErrorInfo.type``).
+
+    Names come from responses, possibly another node's: a name that is not one of
+    this hierarchy's classes (an exception a plugin raised) is a 500.
+    """
+    cls = _error_classes().get(type_name)
+    return cls.http_status if cls is not None else 500
 
 
 def exit_code_for(error: BaseException) -> int:

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import msgspec
 
+from platybus.actions import action
 from platybus.errors import ExtensionError, ExtensionNotFound
 from platybus.messages import Event, Message, Request, Response
 
@@ -30,10 +31,14 @@ if TYPE_CHECKING:
     from platybus.bus import Bus, ReplyCallback
     from platybus.codec import Codec
 
+__all__ = [
+    "BACKEND_GROUP", "PLUGIN_GROUP", "Backend", "EmptyConfig", "NodeContext", "Plugin",
+    "ServiceInfo", "action", "available", "load_class", "service_problem",
+]
+
 PLUGIN_GROUP = "platybus.plugins"
 BACKEND_GROUP = "platybus.backends"
 
-F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 
@@ -54,36 +59,6 @@ class NodeContext:
     health: Callable[[], dict[str, Any]] = field(default=dict)
     metrics: Callable[[], str] = field(default=lambda: "")
     runner: ActionRunner | None = None
-
-
-@dataclass(frozen=True)
-class ActionMark:
-    """What ``@action`` records on a method."""
-
-    name: str | None
-    blocking: bool
-
-
-@overload
-def action(fn: F) -> F: ...
-@overload
-def action(*, name: str | None = None, blocking: bool = True) -> Callable[[F], F]: ...
-
-
-def action(
-    fn: F | None = None, *, name: str | None = None, blocking: bool = True
-) -> F | Callable[[F], F]:
-    """Mark a plugin method as an action callable as ``<plugin>.<name>``.
-
-    Arguments are validated against the signature and type hints before the
-    call. ``blocking=False`` is a promise that the action returns at once.
-    """
-
-    def mark(func: F) -> F:
-        func.__platybus_action__ = ActionMark(name, blocking)  # type: ignore[attr-defined]
-        return func
-
-    return mark(fn) if fn is not None else mark
 
 
 class Plugin:

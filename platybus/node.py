@@ -41,8 +41,8 @@ from platybus.extensions import (
 from platybus.messages import EventTypes, NodeEventData, NodeStarted, NodeStopped
 
 if TYPE_CHECKING:
-    from platybus.handlers import HandlerSet
-    from platybus.notifiers import NotifierManager
+    from platybus.isolation.handlers import HandlerSet
+    from platybus.notify.manager import NotifierManager
 
 log = logging.getLogger("platybus.node")
 
@@ -123,7 +123,7 @@ class Node:
         ]
         self.notifiers: NotifierManager | None = None
         if config.section("notifiers"):
-            from platybus.notifiers import NotifierManager
+            from platybus.notify.manager import NotifierManager
 
             # Before the backends, so no event they publish at start-up is missed.
             notifiers = self.notifiers = NotifierManager.from_config(config, self.codec)
@@ -136,7 +136,7 @@ class Node:
         self._steps.append(Step("backends", self._start_backends, self._stop_backends))
         self.handlers: HandlerSet | None = None
         if config.section("handlers"):
-            from platybus.handlers import HandlerSet
+            from platybus.isolation.handlers import HandlerSet
 
             # Built (classes imported) now, so a bad entry point fails validation;
             # worker processes start on demand once the step has run.

@@ -3,9 +3,9 @@
 See ``docs/backends/file_monitor.md`` for the options and the events.
 """
 
-from backends.file_monitor.backend import FileMonitorBackend
-from backends.file_monitor.config import FileMonitorConfig, ReadyConfig, WatchedPath
-from backends.file_monitor.events import (
+from .backend import FileMonitorBackend
+from .config import FileMonitorConfig, ReadyConfig, WatchedPath
+from .events import (
     FileClosed,
     FileCreated,
     FileDeleted,

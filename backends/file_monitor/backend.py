@@ -34,8 +34,12 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
-from backends.file_monitor.config import FileMonitorConfig, WatchedPath
-from backends.file_monitor.events import (
+from platybus.errors import PlatybusError
+from platybus.extensions import Backend, NodeContext
+from platybus.messages import Event
+
+from .config import FileMonitorConfig, WatchedPath
+from .events import (
     EVENT_TYPES,
     FileClosed,
     FileCreated,
@@ -47,10 +51,7 @@ from backends.file_monitor.events import (
     FileReady,
     FileReadyData,
 )
-from backends.file_monitor.tracker import Change, RootTracker
-from platybus.errors import PlatybusError
-from platybus.extensions import Backend, NodeContext
-from platybus.messages import Event
+from .tracker import Change, RootTracker
 
 # Watchdog reports a kernel queue overflow only as a log record of this logger family.
 WATCHDOG_LOGGER = "watchdog.observers"

@@ -15,7 +15,7 @@ import itertools
 import os
 from typing import NamedTuple
 
-from backends.file_monitor.config import PathFilter, WatchedPath
+from .config import PathFilter, WatchedPath
 
 # (mtime_ns, size) of a file; directories and unreadable files have fixed signatures.
 Sig = tuple[int, int]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from platybus.config import load_config
 from platybus.node import Node
-from platybus.records import EventRecord, load_event
+from platybus.notify.records import EventRecord, load_event
 
 with tempfile.TemporaryDirectory() as tmp:
     snapshot = Path(tmp) / "snapshot.jpg"

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from platybus.handlers import Handler
+from platybus.isolation.handlers import Handler
 from platybus.messages import Event
 
 

@@ -10,15 +10,16 @@ import msgspec
 
 from platybus.actions import ActionSpec
 from platybus.automation.cron import Clock, CronScheduler, compile_cron
+from platybus.automation.engine import Engine
 from platybus.automation.hooks import HookRunner, compile_hooks, explain
-from platybus.automation.isolated import AutomationOptions
-from platybus.automation.procedures import Engine, compile_procedures
+from platybus.automation.isolated import STEP_KINDS, AutomationOptions
+from platybus.automation.procedures import compile_procedures
 from platybus.automation.scripts import directories, load_scripts
 from platybus.automation.trace import TracesConfig, TraceStore
 from platybus.config import Config
 from platybus.errors import ActionError, ArgumentError, DecodeError
 from platybus.extensions import NodeContext
-from platybus.isolation import ProcessPool
+from platybus.isolation.pool import ProcessPool
 from platybus.messages import Event
 
 log = logging.getLogger("platybus.automation")
@@ -41,7 +42,7 @@ class Automation:
         if traces.keep < 1 or traces.max_value_chars < 10:
             raise source.error(("traces",), "keep must be >= 1 and max_value_chars >= 10")
         self.store = TraceStore(traces, context.data_dir)
-        self.engine = Engine(context, self.store)
+        self.engine = Engine(context, self.store, STEP_KINDS)
         scripts = load_scripts(config.section("scripts"), self.engine, source)
         self.scripts = scripts.modules
         self.procedures = [*scripts.procedures,

@@ -25,7 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from platybus.automation.procedures import Engine, check_name
+from platybus.automation.engine import Engine
+from platybus.automation.procedures import check_name
 from platybus.automation.runs import Lane, Mode, Run
 from platybus.automation.steps import Step, StepCompiler
 from platybus.config import KeyPath, SourceMap, convert

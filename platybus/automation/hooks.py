@@ -20,8 +20,9 @@ from typing import Any
 import msgspec
 
 from platybus.automation.conditions import Condition, compile_hook_condition
+from platybus.automation.engine import Engine
 from platybus.automation.isolated import Isolation, has_run_steps
-from platybus.automation.procedures import Engine, check_name
+from platybus.automation.procedures import check_name
 from platybus.automation.runs import Lane, Mode, Return, Run, RunStopped
 from platybus.automation.steps import Step, StepCompiler, describe, run_steps
 from platybus.automation.trace import Candidate, Trace, TraceStore

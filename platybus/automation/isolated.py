@@ -15,12 +15,12 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 
 from platybus.automation.runs import Return, Run, RunStopped, record_action
-from platybus.automation.steps import OnError, Scope, Step, StepCompiler
+from platybus.automation.steps import OnError, Scope, Step, StepCompiler, StepHost, StepKind
 from platybus.automation.templates import Compiled
 from platybus.automation.values import to_value
 from platybus.config import KeyPath, convert
@@ -31,14 +31,11 @@ from platybus.errors import (
     StepFailed,
     TemplateError,
 )
+from platybus.isolation.child import resolve_ref
 from platybus.messages import Event
-from platybus.worker import resolve_ref
 
-if TYPE_CHECKING:
-    from platybus.automation.procedures import Engine
-
-__all__ = ["AutomationOptions", "Isolation", "RunStep", "call_function", "call_hook",
-           "compile_run"]
+__all__ = ["STEP_KINDS", "AutomationOptions", "Isolation", "RunStep", "call_function",
+           "call_hook", "compile_run"]
 
 Isolation = Literal["thread", "process"]
 _PREFIX = "python:"
@@ -70,7 +67,7 @@ class RunStep(Step):
 
     path: str
     fn_ref: str
-    engine: Engine
+    engine: StepHost
     args: Compiled | None = None
     assign: str | None = None
     hook: bool = False
@@ -190,3 +187,7 @@ def has_run_steps(steps: list[Step]) -> bool:
         if nested and has_run_steps(nested):
             return True
     return False
+
+
+# The step kinds this module adds to the compiler (the engine is built with them).
+STEP_KINDS: dict[str, StepKind] = {"run": compile_run}

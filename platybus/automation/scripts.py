@@ -22,9 +22,9 @@ from typing import Any, Literal, TypeVar
 
 from platybus.actions import ActionSpec
 from platybus.automation.cron import CronJob, CronOptions, build_job
+from platybus.automation.engine import Engine, Procedure
 from platybus.automation.hooks import Hook, HookOptions, build_hook
 from platybus.automation.isolated import Isolation, RunStep
-from platybus.automation.procedures import Engine, Procedure
 from platybus.automation.runs import Mode, Run, record_action
 from platybus.automation.steps import PythonStep, Step
 from platybus.automation.trace import clip

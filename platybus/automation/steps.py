@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
 
@@ -32,7 +32,7 @@ from platybus.config import KeyPath, SourceMap, convert, format_path
 from platybus.errors import ActionError, ConfigError, SelectorError, StepFailed, TemplateError
 
 if TYPE_CHECKING:
-    from platybus.automation.procedures import Engine
+    from platybus.isolation.pool import ProcessPool
 
 log = logging.getLogger("platybus.automation")
 
@@ -40,6 +40,28 @@ OnError = Literal["stop", "continue"]
 Scope = dict[str, Any]
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 STEP_KINDS = ("action", "if", "for", "parallel", "set", "wait", "return", "run")
+
+# Compiles a step kind this module does not know itself (``run:``): given the
+# compiler, the raw step, its key path and its printed path.
+StepKind = Callable[["StepCompiler", dict[str, Any], "KeyPath", str], "Step"]
+
+
+class StepHost(Protocol):
+    """What steps need of the engine that runs them (``automation.engine.Engine``)."""
+
+    node_id: str
+    processes: ProcessPool | None
+    step_kinds: dict[str, StepKind]
+
+    def check_call(self, action: str, args: dict[str, Any] | None) -> bool:
+        """Check an action and its literal argument names; return whether it runs inline."""
+
+    def call(self, run: Run, action: str, args: dict[str, Any], target: str | None,
+             timeout: float | None) -> Any:
+        """Run one action for a step and return its output."""
+
+    def spawn(self, name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
+        """Start a thread for a parallel branch."""
 
 
 class Step:
@@ -87,7 +109,7 @@ class ActionStep(Step):
     path: str
     action: str
     args: Compiled
-    engine: Engine
+    engine: StepHost
     target: Compiled | None = None
     timeout: float | None = None
     assign: str | None = None
@@ -217,7 +239,7 @@ class ParallelStep(Step):
 
     path: str
     branches: list[list[Step]]
-    engine: Engine
+    engine: StepHost
     on_error: OnError = "stop"
     inline: bool = False
 
@@ -324,7 +346,7 @@ class StepCompiler:
     """Compiles step lists, checking action names, argument names and template names."""
 
     source: SourceMap
-    engine: Engine
+    engine: StepHost
     known: set[str]
     reserved: frozenset[str] = frozenset({"event", "cron"})
     isolation: str = "thread"
@@ -417,10 +439,12 @@ class StepCompiler:
             if isinstance(w.wait, float | int) and w.wait < 0:
                 raise self.error((*path, "wait"), "expected a number of seconds >= 0")
             return WaitStep(where, self.template(w.wait, (*path, "wait")), w.on_error)
+        extra = self.engine.step_kinds.get(kind)
+        if extra is not None:
+            return extra(self, raw, path, where)
         if kind == "run":
-            from platybus.automation.isolated import compile_run  # it builds on this module
-
-            return compile_run(self, raw, path, where)
+            raise self.error(path, "'run' steps need process isolation, which this node "
+                                   "was built without")
         r = convert(raw, _ReturnOptions, path, self.source)
         return ReturnStep(where, self.template(r.return_, (*path, "return")))
 

@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from platybus.backends.http.backend import HttpBackend
 
-from backends.http import HttpBackend
 from platybus.config import load_config
 from platybus.errors import ConfigError, NodeError
 from platybus.messages import Event
@@ -420,12 +420,12 @@ def test_a_slow_stream_client_is_dropped_and_counted(start_node: Callable[..., N
         deadline = time.monotonic() + 20
         sent = 0
         # Bursts smaller than the queue: only a client that stops reading falls behind.
-        while backend.dropped["queue_full"] == 0 and sent < 20_000 and time.monotonic() < deadline:
+        while backend.streams.dropped["queue_full"] == 0 and sent < 20_000 and time.monotonic() < deadline:
             for _ in range(4):
                 node.bus.publish(Event(type="flood.item", data={"pad": payload}))
             sent += 4
             time.sleep(0.002)
-        assert backend.dropped["queue_full"] == 1
+        assert backend.streams.dropped["queue_full"] == 1
         # The slow connection was cut: reading drains what was sent, then ends.
         while True:
             try:

@@ -16,9 +16,9 @@ import pytest
 
 from platybus.config import load_config
 from platybus.errors import ConfigError
+from platybus.link.protocol import DedupWindow, Envelope, LinkConfig, Rejected, expired, mask_url
 from platybus.messages import Event, Request
 from platybus.node import Node
-from platybus.streams import DedupWindow, Envelope, LinkConfig, Rejected, expired, mask_url
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -13,8 +13,8 @@ import redis
 
 from platybus.client import Client
 from platybus.codec import Codec
+from platybus.link.protocol import Envelope, StreamKeys
 from platybus.messages import Event, Request
-from platybus.streams import Envelope, StreamKeys
 
 Launcher = Callable[..., Any]
 

@@ -14,7 +14,7 @@ import pytest
 
 from platybus.config import load_config
 from platybus.errors import ConfigError
-from platybus.handlers import HandlerDone, HandlerFailed, HandlerSet, HandlerTimedOut
+from platybus.isolation.handlers import HandlerDone, HandlerFailed, HandlerSet, HandlerTimedOut
 from platybus.messages import Event
 from platybus.node import Node
 
@@ -22,7 +22,7 @@ MODULE = '''
 import os
 import time
 
-from platybus.handlers import Handler
+from platybus.isolation.handlers import Handler
 
 
 class Recorder(Handler):
@@ -169,7 +169,7 @@ def test_a_crash_is_reported_and_the_next_event_is_handled(
 def test_timeout_event_trace_record_and_status(
     node: Node, outcomes: Collector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="platybus.handlers")
+    caplog.set_level(logging.WARNING, logger="platybus.isolation.handlers")
     hung = publish(node, mode="hang")
     timed_out = outcomes.wait_for(hung.id)
     assert isinstance(timed_out, HandlerTimedOut)

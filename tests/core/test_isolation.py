@@ -22,7 +22,7 @@ from platybus.errors import (
     QueueFullError,
     WorkerCrashed,
 )
-from platybus.isolation import ProcessPool
+from platybus.isolation.pool import ProcessPool
 from platybus.messages import Event, NodeEventData, NodeStarted
 
 JOBS = '''

@@ -13,7 +13,7 @@ import pytest
 from platybus.codec import Codec
 from platybus.errors import DecodeError, RecordClosed
 from platybus.messages import Event, NodeEventData, NodeStarted
-from platybus.records import EventRecord, RecordData, dump_event, load_event
+from platybus.notify.records import EventRecord, RecordData, dump_event, load_event
 
 
 def test_attach_file_keeps_path_and_sha1_taken_at_attach_time(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from platybus.backends.http.backend import HttpBackend
 
-from backends.http import HttpBackend
 from platybus.config import load_config
 from platybus.node import Node
 

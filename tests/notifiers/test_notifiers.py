@@ -17,17 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from platybus.notifiers.command import CommandConfig, CommandNotifier
+from platybus.notifiers.file import FileNotifier
+from platybus.notifiers.log import LogConfig, LogNotifier
+from platybus.notifiers.webhook import WebhookConfig, WebhookNotifier
 
-from notifiers.command import CommandConfig, CommandNotifier
-from notifiers.file import FileNotifier
-from notifiers.log import LogConfig, LogNotifier
-from notifiers.webhook import WebhookConfig, WebhookNotifier
 from platybus.config import load_config
 from platybus.errors import ConfigError, ExtensionError
 from platybus.messages import Event
 from platybus.node import Node
-from platybus.notifiers import ENV_VAR, NotifierManager
-from platybus.records import EventRecord, event_from_document, load_event
+from platybus.notify.manager import ENV_VAR, NotifierManager
+from platybus.notify.records import EventRecord, event_from_document, load_event
 
 
 class Receiver:
@@ -190,8 +190,8 @@ def test_platybus_notifiers_configures_a_child_process(tmp_path: Path) -> None:
     event_file.write_bytes(json.dumps(
         {"kind": "event", "id": event.id, "type": "child.said", "data": {"n": 1}}).encode())
     child = textwrap.dedent(f"""
-        from platybus.notifiers import NotifierManager
-        from platybus.records import load_event
+        from platybus.notify.manager import NotifierManager
+        from platybus.notify.records import load_event
         print(NotifierManager.from_environment().notify(load_event({str(event_file)!r})))
     """)
     done = subprocess.run([sys.executable, "-c", child], env={**os.environ, ENV_VAR: value},

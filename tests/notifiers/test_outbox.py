@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from test_notifiers import Receiver, free_port, sample, wait_until
 
-from platybus.cli import main
+from platybus.cli.main import main
 from platybus.codec import Codec
 from platybus.config import load_config
 from platybus.node import Node
-from platybus.outbox import Outbox, RetryPolicy
-from platybus.records import EventRecord, event_from_document
+from platybus.notify.outbox import Outbox, RetryPolicy
+from platybus.notify.records import EventRecord, event_from_document
 
 
 def webhook_config(tmp_path: Path, port: int, retry: str = "{initial: 0.2, max: 1}") -> Path:

@@ -10,13 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from platybus.plugins.file import (
+    FileActionError,
+    FileExists,
+    FilePlugin,
+    NoSuchFile,
+    PathOutsideRoots,
+)
 
 from platybus.actions import ActionRegistry
 from platybus.bus import Bus
 from platybus.codec import Codec
 from platybus.errors import ArgumentError
 from platybus.extensions import NodeContext
-from plugins.file import FileActionError, FileExists, FilePlugin, NoSuchFile, PathOutsideRoots
 
 Call = Callable[..., Any]
 
@@ -472,11 +478,12 @@ def test_wrong_argument_types(call: Call) -> None:
 
 
 def test_create_roots_makes_missing_roots(tmp_path: Path) -> None:
+    from platybus.plugins.file import FilePlugin
+
     from platybus.actions import ActionRegistry
     from platybus.bus import Bus
     from platybus.codec import Codec
     from platybus.extensions import NodeContext
-    from plugins.file import FilePlugin
 
     root = tmp_path / "drop" / "in"
     ctx = NodeContext(node_id="t", bus=Bus("t"), codec=Codec(), actions=ActionRegistry(),

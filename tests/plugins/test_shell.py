@@ -12,19 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from platybus.actions import ActionRegistry
-from platybus.bus import Bus
-from platybus.codec import Codec
-from platybus.errors import ArgumentError
-from platybus.extensions import NodeContext
-from plugins.shell import (
+from platybus.plugins.shell import (
     CommandNotAllowed,
     CommandTimeout,
     ProgramNotFound,
     ShellError,
     ShellPlugin,
 )
+
+from platybus.actions import ActionRegistry
+from platybus.bus import Bus
+from platybus.codec import Codec
+from platybus.errors import ArgumentError
+from platybus.extensions import NodeContext
 
 Exec = Callable[..., dict[str, Any]]
 

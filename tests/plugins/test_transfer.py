@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 import yaml
+from platybus.plugins.transfer.engine import TEMP_SUFFIX, TransferNotReady, UnknownJob
 from transfer_support import run_cli
 
 from platybus.config import load_config
 from platybus.errors import ArgumentError, ConfigError
 from platybus.messages import Event, Request
 from platybus.node import Node
-from plugins.transfer_engine import TEMP_SUFFIX, TransferNotReady, UnknownJob
 
 PLATYBUS = [sys.executable, "-m", "platybus"]
 

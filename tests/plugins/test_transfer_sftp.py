@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 import yaml
+from platybus.plugins.transfer.engine import TEMP_SUFFIX, TransferFailed
 from sftp_server import PASSWORD, SftpServer, closed_port
 from transfer_support import run_cli
 
 from platybus.config import load_config
 from platybus.messages import Request
 from platybus.node import Node
-from plugins.transfer_engine import TEMP_SUFFIX, TransferFailed
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from platybus.plugins.variable import VariableError, VariablePlugin
 
 from platybus.actions import ActionRegistry
 from platybus.bus import Bus
 from platybus.codec import Codec
 from platybus.errors import ArgumentError
 from platybus.extensions import NodeContext
-from plugins.variable import VariableError, VariablePlugin
 
 Make = Callable[..., VariablePlugin]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from platybus.backends.file_monitor import FileMonitorBackend, FileMonitorConfig
 
-from backends.file_monitor import FileMonitorBackend, FileMonitorConfig
 from platybus.actions import ActionRegistry
 from platybus.bus import Bus
 from platybus.codec import Codec

@@ -15,8 +15,8 @@ from collections import Counter
 from pathlib import Path
 
 import msgspec
+from platybus.backends.file_monitor import FileMonitorBackend, FileMonitorConfig
 
-from backends.file_monitor import FileMonitorBackend, FileMonitorConfig
 from platybus.actions import ActionRegistry
 from platybus.bus import Bus
 from platybus.codec import Codec

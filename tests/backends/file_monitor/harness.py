@@ -8,8 +8,8 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from platybus.backends.file_monitor import FileMonitorBackend
 
-from backends.file_monitor import FileMonitorBackend
 from platybus.bus import Bus
 from platybus.messages import Event
 

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from backends.file_monitor import (
+from platybus.backends.file_monitor import (
     FileClosed,
     FileCreated,
     FileDeleted,
@@ -18,6 +17,7 @@ from backends.file_monitor import (
     FileMoved,
     FileReady,
 )
+
 from tests.backends.file_monitor.harness import Monitor
 
 Build = Callable[..., Monitor]

@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from platybus.backends.file_monitor import FileCreated
+from platybus.backends.file_monitor.config import PathFilter, WatchedPath
 
-from backends.file_monitor import FileCreated
-from backends.file_monitor.config import PathFilter, WatchedPath
 from platybus.config import load_config
 from platybus.errors import ConfigError
 from platybus.messages import Event

@@ -6,15 +6,10 @@ import argparse
 import signal
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
-from platybus.cli import parse_pairs, print_json
-from platybus.config import Config
+from platybus.cli.common import Add, Load, parse_pairs, print_json
 from platybus.errors import ActionFailed, ConfigError, PlatybusError, Terminated, exit_code_for
-
-Load = Callable[[argparse.Namespace, bool], Config]
-Add = Callable[..., argparse.ArgumentParser]
 
 
 def add_commands(add: Add, load: Load) -> None:

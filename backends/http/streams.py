@@ -13,6 +13,7 @@ reader costs the bus one ``len()`` check per event and nothing more.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import re
 from collections import deque
@@ -22,7 +23,6 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from platybus.errors import (
-    ActionNotAllowed,
     BusError,
     DecodeError,
     NodeNotReady,
@@ -30,12 +30,13 @@ from platybus.errors import (
     SelectorError,
 )
 from platybus.expr import Selector, parse_selector
-from platybus.messages import ErrorInfo, Message, Request, Response
+from platybus.messages import Event, Message
+
+from .gate import Gate, decode_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from backends.http import HttpBackend
     from platybus.bus import Bus, Subscription
 
 log = logging.getLogger("platybus.backends.http")
@@ -169,8 +170,18 @@ def sse_frame(message: Message, payload: bytes) -> bytes:
 class StreamRoutes:
     """The ``GET /events`` (SSE) and ``GET /ws`` (websocket) handlers of an http backend."""
 
-    def __init__(self, backend: HttpBackend) -> None:
-        self.backend = backend
+    def __init__(self, gate: Gate, send_event: Callable[[Event], None],
+                 log: logging.Logger) -> None:
+        self.gate = gate
+        self.send_event = send_event
+        self.log = log
+        self.clients: set[StreamClient] = set()
+        self.dropped: collections.Counter[str] = collections.Counter()
+
+    def close_all(self) -> None:
+        """End every stream: the server is shutting down."""
+        for client in list(self.clients):
+            client.close(SHUTDOWN)
 
     def _selector(self, request: web.Request) -> Selector:
         text = request.query.get("filter", "").strip() or DEFAULT_FILTER
@@ -178,19 +189,19 @@ class StreamRoutes:
 
     async def sse(self, request: web.Request) -> web.StreamResponse:
         """Serve ``GET /events``: matching messages as Server-Sent Events until closed."""
-        denied = self.backend._denied(request, "/events", needs_ready=False)
+        denied = self.gate.denied(request, "/events", needs_ready=False)
         if denied is not None:
             return denied
         try:
             selector = self._selector(request)
         except SelectorError as error:
-            return self.backend._error("/events", 400, error)
+            return self.gate.error("/events", 400, error)
         transport = request.transport
-        client = StreamClient(self.backend.context.bus, selector, asyncio.get_running_loop(),
-                              self.backend.config.stream_queue,
+        client = StreamClient(self.gate.context.bus, selector, asyncio.get_running_loop(),
+                              self.gate.config.stream_queue,
                               transport.abort if transport is not None else _nothing)
-        self.backend._clients.add(client)
-        self.backend.requests["/events", 200] += 1
+        self.clients.add(client)
+        self.gate.requests["/events", 200] += 1
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no"})
@@ -198,9 +209,9 @@ class StreamRoutes:
             client.subscribe()
             await response.prepare(request)
             await response.write(b": connected\n\n")
-            encode = self.backend.context.codec.encode
+            encode = self.gate.context.codec.encode
             while True:
-                batch = await client.next_batch(self.backend.config.heartbeat)
+                batch = await client.next_batch(self.gate.config.heartbeat)
                 if batch is None:
                     break
                 if not batch:
@@ -217,27 +228,27 @@ class StreamRoutes:
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         """Serve ``GET /ws``: stream matching messages, and take events and requests in."""
-        denied = self.backend._denied(request, "/ws", needs_ready=False)
+        denied = self.gate.denied(request, "/ws", needs_ready=False)
         if denied is not None:
             return denied
         try:
             selector = self._selector(request)
         except SelectorError as error:
-            return self.backend._error("/ws", 400, error)
-        ws = web.WebSocketResponse(heartbeat=self.backend.config.heartbeat,
-                                   max_msg_size=self.backend.config.max_body)
+            return self.gate.error("/ws", 400, error)
+        ws = web.WebSocketResponse(heartbeat=self.gate.config.heartbeat,
+                                   max_msg_size=self.gate.config.max_body)
         transport = request.transport
-        client = StreamClient(self.backend.context.bus, selector, asyncio.get_running_loop(),
-                              self.backend.config.stream_queue,
+        client = StreamClient(self.gate.context.bus, selector, asyncio.get_running_loop(),
+                              self.gate.config.stream_queue,
                               transport.abort if transport is not None else _nothing)
-        self.backend._clients.add(client)
-        self.backend.requests["/ws", 101] += 1
+        self.clients.add(client)
+        self.gate.requests["/ws", 101] += 1
         reader: asyncio.Task[None] | None = None
         try:
             client.subscribe()
             await ws.prepare(request)
             reader = asyncio.create_task(self._read_websocket(ws, client))
-            encode = self.backend.context.codec.encode
+            encode = self.gate.context.codec.encode
             while True:
                 batch = await client.next_batch(3600.0)
                 if batch is None:
@@ -268,43 +279,36 @@ class StreamRoutes:
             client.close()
 
     async def _inbound(self, data: str | bytes) -> Message | None:
+        gate = self.gate
         raw = data.encode() if isinstance(data, str) else data
         try:
-            kind = self.backend._inbound_decoder.decode(raw).kind
+            kind = gate.kind_decoder.decode(raw).kind
             if kind == "event":
-                if not self.backend._ready():
+                if not gate.ready():
                     raise NodeNotReady("the node is starting or stopping; retry shortly")
-                self.backend.send_event(self.backend._event_from(self.backend._event_decoder.decode(raw)))
+                self.send_event(gate.event_from(gate.event_decoder.decode(raw)))
                 return None
             if kind != "request":
                 raise DecodeError(f"expected a message of kind 'event' or 'request', got {kind!r}")
-            spec = self.backend._execute_decoder.decode(raw)
+            request = gate.request_from(gate.execute_decoder.decode(raw))
         except msgspec.DecodeError as error:
-            return self._inbound_error(decode_error(error))
+            return gate.error_response(decode_error(error))
         except PlatybusError as error:
-            return self._inbound_error(error)
-        request = Request(action=spec.action, args=spec.args, target=spec.target or None,
-                          timeout=spec.timeout, parent_id=spec.parent_id,
-                          origin=self.backend.context.node_id)
-        if not self.backend._ready():
-            return self._inbound_error(NodeNotReady("the node is starting; retry shortly"),
+            return gate.error_response(error)
+        if not gate.ready():
+            return gate.error_response(NodeNotReady("the node is starting; retry shortly"),
                                        request.id)
-        if self.backend._allow is not None and not self.backend._allow(spec.action):
-            return self._inbound_error(ActionNotAllowed(
-                f"{spec.action!r} may not be called over HTTP", action=spec.action), request.id)
-        return await self.backend._submit(request)
-
-    def _inbound_error(self, error: BaseException, request_id: str = "") -> Response:
-        return Response(request_id=request_id, origin=self.backend.context.node_id,
-                        error=ErrorInfo.from_exception(error))
+        if not gate.allowed(request.action):
+            return gate.error_response(gate.not_allowed(request.action), request.id)
+        return await gate.submit(request)
 
     def _end_stream(self, client: StreamClient) -> None:
         client.close()
-        self.backend._clients.discard(client)
+        self.clients.discard(client)
         if client.drop_reason is not None:
-            self.backend.dropped[client.drop_reason] += 1
+            self.dropped[client.drop_reason] += 1
             if client.drop_reason != SHUTDOWN:
-                self.backend.log.warning("dropped a stream client (%s)", client.drop_reason)
+                self.log.warning("dropped a stream client (%s)", client.drop_reason)
 
 
 def _gone(request: web.Request) -> bool:
@@ -314,10 +318,3 @@ def _gone(request: web.Request) -> bool:
 
 def _nothing() -> None:
     return None
-
-
-def decode_error(error: msgspec.DecodeError) -> DecodeError:
-    """Say whether a body was not JSON at all or not the expected shape."""
-    if isinstance(error, msgspec.ValidationError):
-        return DecodeError(f"invalid body: {error}")
-    return DecodeError(f"malformed JSON: {error}")

@@ -35,14 +35,14 @@ from platybus.errors import (
     WorkerCrashed,
 )
 from platybus.extensions import NodeContext, load_class
-from platybus.isolation import DEFAULT_QUEUE_SIZE, DEFAULT_TIMEOUT, ProcessPool, TaskFuture
+from platybus.isolation.pool import DEFAULT_QUEUE_SIZE, DEFAULT_TIMEOUT, ProcessPool, TaskFuture
 from platybus.messages import ErrorInfo, Event
 
 if TYPE_CHECKING:
     from platybus.bus import Subscription
     from platybus.config import Config
 
-log = logging.getLogger("platybus.handlers")
+log = logging.getLogger("platybus.isolation.handlers")
 
 __all__ = [
     "Handler",

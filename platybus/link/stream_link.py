@@ -5,7 +5,7 @@ also sends this node's events that its ``outgoing`` selector picks. The writer
 batches whatever is waiting into one pipeline: several messages per stream
 entry, ``XADD ... MAXLEN ~`` per stream and the pending ``XACK``\\ s. The reader
 blocks in one ``XREADGROUP`` over the event stream and this node's inbox,
-checks and decodes entries, drops duplicates (:mod:`platybus.inbound`) and
+checks and decodes entries, drops duplicates (:mod:`platybus.link.inbound`) and
 publishes what is left on the bus; an entry is acknowledged once the
 dispatcher has handled its messages.
 After every (re)connection the reader first takes back the entries left
@@ -31,9 +31,8 @@ from platybus.bus import Bus, Subscription
 from platybus.codec import Codec
 from platybus.errors import DecodeError, LinkError, PlatybusError, QueueFullError
 from platybus.expr import Selector, parse_selector
-from platybus.inbound import Inbound, LinkStats, Throttle
-from platybus.messages import ErrorInfo, Event, Message, Request, Response
-from platybus.streams import (
+from platybus.link.inbound import Inbound, LinkStats, Throttle
+from platybus.link.protocol import (
     Envelope,
     LinkConfig,
     LinkDown,
@@ -42,6 +41,7 @@ from platybus.streams import (
     StreamKeys,
     mask_url,
 )
+from platybus.messages import ErrorInfo, Event, Message, Request, Response
 
 log = logging.getLogger("platybus.link")
 

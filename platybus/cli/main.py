@@ -15,7 +15,18 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from platybus import __version__
-from platybus.config import Config, load_config
+from platybus.cli.common import (
+    DEFAULT_CONFIG,
+    Add,
+    Command,
+    Load,
+    configure_logging,
+    load,
+    parse_pairs,
+    print_json,
+)
+from platybus.cli.notify import add_commands as add_notify_commands
+from platybus.config import load_config
 from platybus.errors import (
     ArgumentError,
     ConfigError,
@@ -27,75 +38,9 @@ from platybus.errors import (
 from platybus.messages import Request, Response
 
 if TYPE_CHECKING:
-    from platybus.remote import RemoteNode
+    from platybus.cli.http_client import RemoteNode
 
 log = logging.getLogger("platybus.cli")
-
-DEFAULT_CONFIG = "config.yaml"
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per log line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Render a record as JSON."""
-        entry: dict[str, Any] = {
-            "ts": round(record.created, 6),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        trace = getattr(record, "trace", None)
-        if trace is not None:  # structured detail, e.g. a handler that timed out
-            entry["trace"] = trace
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-def configure_logging(level: str, fmt: str) -> None:
-    """Send logs to stderr, readable text by default or JSON lines."""
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonLogFormatter())
-    else:
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-
-
-def parse_pairs(pairs: Sequence[str]) -> dict[str, Any]:
-    """Parse ``key=value`` (a string) and ``key:=json`` (any JSON value) arguments."""
-    result: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ArgumentError(f"expected key=value or key:=json, got {pair!r}")
-        if key.endswith(":"):
-            try:
-                result[key[:-1]] = json.loads(value)
-            except json.JSONDecodeError as error:
-                raise ArgumentError(f"{key[:-1]}: invalid JSON {value!r}: {error}") from None
-        else:
-            result[key] = value
-    return result
-
-
-def print_json(obj: Any) -> None:
-    """Print an object as JSON: indented on a terminal, one line when piped."""
-    indent = 2 if sys.stdout.isatty() else None
-    sys.stdout.write(json.dumps(msgspec.to_builtins(obj), indent=indent, default=str) + "\n")
-
-
-def _load(args: argparse.Namespace, quiet: bool = False) -> Config:
-    config = load_config(args.config)
-    # One-shot commands only speak up for warnings unless asked.
-    level = args.log_level or ("warning" if quiet else config.node.log_level)
-    configure_logging(level, args.log_format or config.node.log_format)
-    return config
-
 
 # -- commands -----------------------------------------------------------------
 
@@ -104,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run a node until SIGTERM or SIGINT."""
     from platybus.node import Node
 
-    config = _load(args)
+    config = load(args)
     node = Node(config)
     node.run_until_signal()
     return 0
@@ -114,7 +59,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Validate a config without starting anything."""
     from platybus.node import validate
 
-    config = _load(args)
+    config = load(args)
     node = validate(config)
     print(f"{config.file}: ok (node {node.id}: {len(node.plugins)} plugins, "
           f"{len(node.backends)} backends, {len(node.actions.specs())} actions)")
@@ -125,7 +70,7 @@ def cmd_actions(args: argparse.Namespace) -> int:
     """List every action with its signature and one-line doc."""
     from platybus.node import validate
 
-    node = validate(_load(args, quiet=True))
+    node = validate(load(args, quiet=True))
     specs = node.actions.specs()
     if args.json:
         print_json([{"name": s.name, "signature": s.signature, "doc": s.doc} for s in specs])
@@ -150,7 +95,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if args.target:
         raise ArgumentError("--target needs a running node: give --url (or PLATYBUS_URL)")
     request = Request(action=args.action, args=parse_pairs(args.args), timeout=args.timeout)
-    node = Node(_load(args, quiet=True))
+    node = Node(load(args, quiet=True))
     node.start(embedded=True)
     try:
         response = node.bus.request(request, timeout=args.timeout)
@@ -176,11 +121,11 @@ def _exec_on_node(args: argparse.Namespace) -> int:
 def _link_settings(args: argparse.Namespace) -> Any:
     """Return the config's Redis link settings, with ``--redis`` and ``--prefix`` over them."""
     from platybus.extensions import BACKEND_GROUP, Backend, load_class
-    from platybus.streams import LinkConfig
+    from platybus.link.protocol import LinkConfig
 
     options: dict[str, Any] = {}
     if Path(args.config).exists() or not args.redis:
-        config = _load(args, quiet=True)
+        config = load(args, quiet=True)
         search = [Path(p) for p in config.node.extensions_path]
         for ext in config.backends.values():
             cls = load_class(BACKEND_GROUP, ext.name, Backend, spec=ext.class_spec,
@@ -208,7 +153,7 @@ def _link_settings(args: argparse.Namespace) -> Any:
 
 def _remote(args: argparse.Namespace) -> RemoteNode:
     """Build the client of a running node from flags, environment and config."""
-    from platybus.remote import RemoteNode, resolve
+    from platybus.cli.http_client import RemoteNode, resolve
 
     url, token = args.url, args.token
     options = None
@@ -241,9 +186,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     if args.from_file:
         if args.type or args.data:
             raise ArgumentError("send: give either TYPE key=value ... or --from-file FILE")
-        from platybus.notify_cli import cmd_send as send_file
+        from platybus.cli.notify import cmd_send as send_file
 
-        return send_file(args, _load)
+        return send_file(args, load)
     if not args.type:
         raise ArgumentError("send: give the event's TYPE (or --from-file FILE)")
     result = _remote(args).publish(args.type, parse_pairs(args.data), target=args.target)
@@ -300,7 +245,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from platybus.automation.report import render_trace
     from platybus.automation.trace import Trace, TracesConfig, read_file, select
 
-    config = _load(args, quiet=True)
+    config = load(args, quiet=True)
     wanted: dict[str, Any] = {"hook": args.hook, "name": args.name, "kind": args.kind,
                               "last": args.last}
     found: list[Trace] | None = None
@@ -345,7 +290,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from platybus.automation.report import render_explanation
     from platybus.node import validate
 
-    node = validate(_load(args, quiet=True))
+    node = validate(load(args, quiet=True))
     try:
         text = sys.stdin.read() if args.event == "-" else Path(args.event).read_text("utf-8")
         event = json.loads(text)
@@ -406,9 +351,6 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 # -- parser -------------------------------------------------------------------
 
-Command = Callable[[argparse.Namespace], int]
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="platybus", description="An automation message bus.")
@@ -458,9 +400,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=0, help="exit after this many events")
     p.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     _add_remote_options(p)
-    from platybus.transfer_cli import add_commands as add_transfer
-
-    add_transfer(add, _load)
     p = add("nodes", cmd_nodes, "find nodes over zeroconf and list their services",
             config=False)
     p.add_argument("-c", "--config",
@@ -486,10 +425,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("event", help="a JSON file with the event ({type, data}), or - for stdin")
     p.add_argument("--json", action="store_true", help="print JSON")
     add("version", cmd_version, "print the version", config=False)
-    from platybus.notify_cli import add_commands
-
-    add_commands(add, _load)
+    add_notify_commands(add, load)
+    for add_commands in _command_groups():
+        add_commands(add, load)
     return parser
+
+
+COMMAND_GROUP = "platybus.commands"
+
+
+def _command_groups() -> list[Callable[[Add, Load], None]]:
+    """Return the ``add_commands(add, load)`` functions extensions contribute."""
+    from importlib.metadata import entry_points
+
+    return [ep.load() for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name)]
 
 
 def _add_remote_options(p: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
-from plugins.transfer_engine import (
+from .engine import (
     Entry,
     FileFailure,
     Location,

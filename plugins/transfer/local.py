@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from plugins.transfer_engine import (
+from .engine import (
     Entry,
     FileFailure,
     Location,

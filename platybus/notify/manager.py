@@ -2,14 +2,14 @@
 
 A :class:`Notifier` has ``send_event(event) -> bool``; its typed ``Config``
 round-trips through ``encode_config()`` / ``decode_config(text)``. Classes come
-from the ``platybus.notifiers`` entry-point group. The ``notifiers:`` config
+from the ``platybus.notify.manager`` entry-point group. The ``notifiers:`` config
 section names instances (``type``, ``options``, ``if``, ``retry``); the
 ``PLATYBUS_NOTIFIERS="name=config|name2=config"`` variable configures them in a
 child process (:meth:`NotifierManager.from_environment`).
 
 The :class:`NotifierManager` gives each notifier its own queue and thread, so
 one slow or failing notifier never holds up another. A failed send goes to the
-:class:`~platybus.outbox.Outbox` and is retried with backoff, across restarts,
+:class:`~platybus.notify.outbox.Outbox` and is retried with backoff, across restarts,
 until it is sent or expires. See ``docs/notifiers.md``.
 """
 
@@ -29,14 +29,14 @@ from platybus.errors import ExtensionError, NodeError, PlatybusError, SelectorEr
 from platybus.expr import Selector, parse_selector
 from platybus.extensions import EmptyConfig, load_class
 from platybus.messages import Event
-from platybus.outbox import Outbox, RetryPolicy
+from platybus.notify.outbox import Outbox, RetryPolicy
 
 if TYPE_CHECKING:
     from platybus.bus import Bus, Subscription
     from platybus.codec import Codec
     from platybus.config import Config
 
-log = logging.getLogger("platybus.notifiers")
+log = logging.getLogger("platybus.notify.manager")
 
 __all__ = ["ENV_VAR", "NOTIFIER_GROUP", "Notifier", "NotifierEntry", "NotifierManager"]
 
@@ -54,7 +54,7 @@ class Notifier:
     def __init__(self, name: str, config: Any) -> None:
         self.name = name
         self.config = config
-        self.log = logging.getLogger(f"platybus.notifiers.{name}")
+        self.log = logging.getLogger(f"platybus.notify.manager.{name}")
         self.cancelled = threading.Event()
 
     def send_event(self, event: Event) -> bool:

@@ -27,7 +27,8 @@ import msgspec
 
 from platybus.errors import ArgumentError, ConfigError
 from platybus.extensions import NodeContext, Plugin, action
-from plugins.transfer_engine import (
+
+from .engine import (
     Endpoint,
     EndpointConfig,
     Job,
@@ -42,7 +43,7 @@ from plugins.transfer_engine import (
     parse_location,
     run_job,
 )
-from plugins.transfer_local import LocalEndpoint
+from .local import LocalEndpoint
 
 __all__ = ["EndpointConfig", "JobConfig", "TransferConfig", "TransferPlugin"]
 
@@ -305,7 +306,7 @@ class TransferPlugin(Plugin):
 def open_endpoint(location: Location, role: str, *, fsync: bool = True) -> Endpoint:
     """Build the endpoint for a location (SFTP support is imported only here)."""
     if location.kind == "sftp":
-        from plugins.transfer_sftp import SftpEndpoint
+        from .sftp import SftpEndpoint
 
         return SftpEndpoint(location, role)
     return LocalEndpoint(location, role, fsync=fsync)

@@ -10,7 +10,7 @@ from concurrent.futures import Future
 from queue import SimpleQueue
 from typing import Any
 
-log = logging.getLogger("platybus.workers")
+log = logging.getLogger("platybus.threads")
 
 _STOP = object()
 

@@ -1,7 +1,7 @@
 """The outbox: events a notifier failed to send, kept on disk until sent or expired.
 
 One JSON file per event under ``<data_dir>/outbox/<notifier>/``, holding the
-event (lossless, see :mod:`platybus.records`) and its retry state. A retry pass
+event (lossless, see :mod:`platybus.notify.records`) and its retry state. A retry pass
 takes the notifier's directory lock, so a node and ``platybus outbox retry``
 never send the same entry twice. Expired entries move to ``expired/`` and stay
 there: nothing is deleted unsent.
@@ -25,9 +25,9 @@ import msgspec
 from platybus.codec import Codec
 from platybus.errors import DecodeError, NodeError
 from platybus.messages import Event
-from platybus.records import event_from_document, event_to_document, write_atomic
+from platybus.notify.records import event_from_document, event_to_document, write_atomic
 
-log = logging.getLogger("platybus.outbox")
+log = logging.getLogger("platybus.notify.outbox")
 
 Outcome = Literal["sent", "failed", "expired", "waiting", "busy", "gone"]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")

@@ -5,20 +5,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from collections.abc import Callable
 
-from platybus.config import Config
+from platybus.cli.common import Add, Load, print_json
 from platybus.errors import ArgumentError
-
-Load = Callable[[argparse.Namespace, bool], Config]
-Add = Callable[..., argparse.ArgumentParser]
 
 
 def cmd_outbox(args: argparse.Namespace, load: Load) -> int:
     """List the events waiting in the outbox, or push them now."""
     from platybus.codec import Codec
-    from platybus.notifiers import NotifierManager
-    from platybus.outbox import Outbox
+    from platybus.notify.manager import NotifierManager
+    from platybus.notify.outbox import Outbox
 
     config = load(args, True)
     codec = Codec()
@@ -26,8 +22,6 @@ def cmd_outbox(args: argparse.Namespace, load: Load) -> int:
     if args.action == "list":
         entries = outbox.entries(args.notifier, expired=True)
         if args.json:
-            from platybus.cli import print_json
-
             print_json([{"notifier": e.state.notifier, "event_id": e.event_id,
                          "event_type": e.event_type, "expired": e.expired,
                          "attempts": e.state.attempts, "next_attempt": e.state.next_attempt,
@@ -64,7 +58,7 @@ def cmd_outbox(args: argparse.Namespace, load: Load) -> int:
 def cmd_send(args: argparse.Namespace, load: Load) -> int:
     """Publish a dumped event through an embedded node: its plugins and notifiers see it."""
     from platybus.node import Node
-    from platybus.records import load_event
+    from platybus.notify.records import load_event
 
     if not args.from_file:
         raise ArgumentError("send: give the event with --from-file FILE")

@@ -51,8 +51,8 @@ from platybus.errors import (
     QueueFullError,
     WorkerCrashed,
 )
+from platybus.isolation.child import ResultFrame, TaskFrame, WorkerInit
 from platybus.messages import EventTypes, Message
-from platybus.worker import ResultFrame, TaskFrame, WorkerInit
 
 log = logging.getLogger("platybus.isolation")
 
@@ -67,7 +67,7 @@ _REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 # What a worker interpreter runs: find platybus where the node found it, then serve.
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
-         "from platybus.worker import worker_main; worker_main(int(sys.argv[2]))")
+         "from platybus.isolation.child import worker_main; worker_main(int(sys.argv[2]))")
 
 
 class TaskFuture(Future[Any]):

@@ -12,8 +12,7 @@ import time
 from typing import Any
 
 from platybus.expr import Selector
-from platybus.messages import Event, Message, Request
-from platybus.streams import (
+from platybus.link.protocol import (
     DedupWindow,
     Envelope,
     LinkConfig,
@@ -22,6 +21,7 @@ from platybus.streams import (
     entry_ms,
     expired,
 )
+from platybus.messages import Event, Message, Request
 
 log = logging.getLogger("platybus.link")
 

@@ -1,0 +1,13 @@
+"""The ``transfer`` plugin: local and SFTP file transfer jobs.
+
+- :mod:`.plugin`: ``TransferPlugin`` and its actions.
+- :mod:`.engine`: the job engine shared by every endpoint (atomic writes, single instance).
+- :mod:`.local`, :mod:`.sftp`: the endpoints.
+- :mod:`.cli`: the ``platybus transfer`` command (``platybus.commands`` entry point).
+
+See ``docs/plugins/transfer.md``.
+"""
+
+from .plugin import TransferPlugin
+
+__all__ = ["TransferPlugin"]
