@@ -35,7 +35,7 @@ from platybus.errors import (
 )
 from platybus.expr import Selector, parse_selector
 from platybus.messages import ErrorInfo, Message, Request, Response, _dispatch
-from platybus.threads import WorkerPool
+from platybus.threads import OwnedThread, WorkerPool, deadline_after, join_all
 
 log = logging.getLogger("platybus.bus")
 
@@ -169,7 +169,7 @@ class Bus:
         self._pending_lock = threading.Lock()
         self._transport: Transport | None = None
         self._pool = WorkerPool(self.config.workers, "platybus-handler")
-        self._thread: threading.Thread | None = None
+        self._thread: OwnedThread | None = None
         self._stopping = False
         self._stopped = False
         self._latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
@@ -185,22 +185,29 @@ class Bus:
         """Start the dispatcher thread; messages published before this wait in the queue."""
         if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._run, name="platybus-dispatcher")
+        self._thread = OwnedThread("platybus-dispatcher", self._run, wake=self._wake_dispatcher,
+                                   label="bus dispatcher")
         self._thread.start()
+
+    def _wake_dispatcher(self) -> None:
+        # The dispatcher drains what is queued, then sees the flag and ends.
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Deliver what is queued, then stop the dispatcher and the workers. Idempotent."""
         with self._cond:
             if self._stopped:
                 return
-            self._stopped = self._stopping = True
-            self._cond.notify_all()
-        deadline = time.monotonic() + timeout
+            self._stopped = True
+        deadline = deadline_after(timeout)
         if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.error("bus dispatcher did not stop within %.1fs", timeout)
-        self._pool.stop(max(0.1, deadline - time.monotonic()))
+            self._thread.stop()
+            join_all([self._thread], deadline)
+        else:
+            self._wake_dispatcher()
+        self._pool.stop_by(deadline)
         with self._pending_lock:
             pending = list(self._pending.values())
             self._pending.clear()

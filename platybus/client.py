@@ -40,6 +40,7 @@ from platybus.expr import Selector, parse_selector
 from platybus.link.protocol import LinkConfig, LinkDown, LinkUp, valid_id
 from platybus.link.stream_link import StreamLink
 from platybus.messages import Event, EventTypes, Message, Request, Response
+from platybus.threads import OwnedThread, deadline_after, time_left
 
 __all__ = ["Client"]
 
@@ -103,7 +104,7 @@ class Client:
         self._ids = itertools.count(1)
         self._disconnected = threading.Event()
         self._disconnected.set()
-        self._closer: threading.Thread | None = None
+        self._closer: OwnedThread | None = None
         self._local = threading.local()
 
     def __enter__(self) -> Client:
@@ -150,10 +151,11 @@ class Client:
             bus.publish(message, on_reply=on_reply)
         log.debug("client %s connected to %s", self.id, self._link.url)
 
-    def disconnect(self) -> None:
+    def disconnect(self, timeout: float = 5.0) -> None:
         """Deliver what is queued, stop every thread and close the connections; idempotent.
 
-        From inside a callback the client stops once the callback has returned.
+        Waits at most about ``timeout`` seconds. From inside a callback the client
+        stops once the callback has returned.
         """
         with self._lock:
             bus = self._bus
@@ -161,13 +163,14 @@ class Client:
                 return
             if bus.in_dispatcher() or getattr(self._local, "in_callback", False):
                 if self._closer is None:
-                    self._closer = threading.Thread(target=self.disconnect,
-                                                    name="platybus-client-close")
+                    self._closer = OwnedThread("platybus-client-close", self.disconnect, timeout,
+                                               label=f"client {self.id}: closer")
                     self._closer.start()
                 return
             self._bus = None
-        bus.stop()  # first, so that its last messages still reach the link
-        self._link.stop()
+        deadline = deadline_after(timeout)
+        bus.stop(time_left(deadline))  # first, so that its last messages still reach the link
+        self._link.stop(time_left(deadline))
         if not self.durable:
             self._link.forget()
         self._closer = None

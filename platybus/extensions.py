@@ -25,6 +25,7 @@ import msgspec
 from platybus.actions import action
 from platybus.errors import ExtensionError, ExtensionNotFound
 from platybus.messages import Event, Message, Request, Response
+from platybus.threads import OwnedThread
 
 if TYPE_CHECKING:
     from platybus.actions import ActionRegistry, ActionRunner
@@ -138,12 +139,13 @@ def service_problem(info: ServiceInfo) -> str | None:
     return None
 
 
-class Backend(threading.Thread):
+class Backend(OwnedThread):
     """A thread that turns the outside world into messages on the bus.
 
     Subclasses override :meth:`loop` (or :meth:`on_start`/:meth:`on_stop`) and
-    call :meth:`mark_ready` once they serve. :meth:`stop` is idempotent; the
-    node joins the thread with a timeout.
+    call :meth:`mark_ready` once they serve; a loop that blocks overrides
+    :meth:`wake`. :meth:`stop` is idempotent; the node joins every backend by
+    one deadline and logs one that did not stop in time.
     """
 
     Config: ClassVar[type[msgspec.Struct]] = EmptyConfig
@@ -153,7 +155,7 @@ class Backend(threading.Thread):
     transport: ClassVar[bool] = False
 
     def __init__(self, name: str, config: Any, context: NodeContext) -> None:
-        super().__init__(name=f"backend-{name}", daemon=True)
+        super().__init__(f"backend-{name}", label=f"backend {name}")
         self.backend_name = name
         self.config = config
         self.context = context
@@ -161,7 +163,6 @@ class Backend(threading.Thread):
         self.services: list[ServiceInfo] = []
         self.ready = threading.Event()
         self.failure: BaseException | None = None
-        self._stop_requested = threading.Event()
         self.events_sent = 0
 
     # -- lifecycle ---------------------------------------------------------
@@ -187,7 +188,7 @@ class Backend(threading.Thread):
     def loop(self) -> None:
         """Serve until :meth:`stop`; the default marks ready and waits."""
         self.mark_ready()
-        self._stop_requested.wait()
+        self.wait_for_stop()
 
     def on_stop(self) -> None:
         """Clean up inside the backend's thread, after :meth:`loop` returned."""
@@ -205,19 +206,9 @@ class Backend(threading.Thread):
                  else "stopped" if self.ident and not self.is_alive() else "starting")
         return {"state": state}
 
-    def should_keep_running(self) -> bool:
-        """Whether :meth:`stop` has not been called yet."""
-        return not self._stop_requested.is_set()
-
-    def stop(self) -> None:
-        """Ask the backend to stop; idempotent and non-blocking."""
-        if self._stop_requested.is_set():
-            return
-        self._stop_requested.set()
-        try:
-            self.wake()
-        except Exception:
-            self.log.exception("backend %s failed to wake for stop", self.backend_name)
+    def on_thread_stop(self) -> None:
+        """Wake the loop through :meth:`wake` when :meth:`stop` is called."""
+        self.wake()
 
     # -- messages ----------------------------------------------------------
 

@@ -3,7 +3,10 @@
 Start order: bus → plugins → notifiers → transports (backends marked ``transport``,
 such as the Redis link) → other backends → handlers → automation → discovery
 (zeroconf announce and browse) → ``node.started``. Stop runs the same steps in
-reverse, each bounded by ``node.stop_timeout``, and is idempotent.
+reverse and is idempotent. The whole stop is bounded by ``node.stop_timeout``: one
+deadline is taken when it begins and every step gets what is left of it. A step (or a
+plugin) that has not returned by then, and a thread still alive, is logged by name and
+left behind, so one hung component cannot keep the node from stopping.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from platybus.extensions import (
     load_class,
 )
 from platybus.messages import EventTypes, NodeEventData, NodeStarted, NodeStopped
+from platybus.threads import OwnedThread, deadline_after, join_all, stop_all, time_left
 
 if TYPE_CHECKING:
     from platybus.isolation.handlers import HandlerSet
@@ -53,16 +57,22 @@ DEFAULT_PLUGINS = ("node", "event", "log")
 
 READY_TIMEOUT = 10.0
 
+# Share of the stop deadline kept back from a step, so that a step which bounds itself
+# logs what it left behind before the node gives up on the step as a whole.
+_STOP_MARGIN = 0.05
+
 
 @dataclass
 class Step:
-    """One named start/stop step of the node."""
+    """One named start/stop step of the node; ``stop`` gets the monotonic time to stop by."""
 
     name: str
     start: Callable[[], None]
-    stop: Callable[[], None]
+    stop: Callable[[float], None]
     embedded: bool = False
     started: bool = False
+    # Run the stop on a thread of its own, so that a hang cannot hold up the node's stop.
+    guarded: bool = True
 
 
 class Node:
@@ -115,11 +125,11 @@ class Node:
         self.automation = Automation(config, self.context)
         self._lock_file: IO[str] | None = None
         self._steps = [
-            Step("lock", self._acquire_lock, self._release_lock),
-            Step("bus", self.bus.start, lambda: self.bus.stop(config.node.stop_timeout), True),
-            Step("plugins", self._start_plugins, self._stop_plugins, True),
-            Step("actions", self.runner.start,
-                 lambda: self.runner.stop(config.node.stop_timeout), True),
+            Step("lock", self._acquire_lock, lambda _: self._release_lock(), guarded=False),
+            Step("bus", self.bus.start, _by(self.bus.stop), True),
+            # Each plugin's stop is guarded on its own, so a hung one is named.
+            Step("plugins", self._start_plugins, self._stop_plugins, True, guarded=False),
+            Step("actions", self.runner.start, _by(self.runner.stop), True),
         ]
         self.notifiers: NotifierManager | None = None
         if config.section("notifiers"):
@@ -130,9 +140,9 @@ class Node:
             self.actions.add(ActionSpec.from_function(
                 "notifiers.status", notifiers.status, blocking=False))
             self._steps.append(Step("notifiers", lambda: notifiers.start(self.bus),
-                                    lambda: notifiers.stop(config.node.stop_timeout)))
+                                    _by(notifiers.stop)))
         self._steps.append(Step("transport", lambda: self._start_backends(transport=True),
-                                lambda: self._stop_backends(transport=True)))
+                                lambda deadline: self._stop_backends(deadline, True)))
         self._steps.append(Step("backends", self._start_backends, self._stop_backends))
         self.handlers: HandlerSet | None = None
         if config.section("handlers"):
@@ -141,11 +151,10 @@ class Node:
             # Built (classes imported) now, so a bad entry point fails validation;
             # worker processes start on demand once the step has run.
             handlers = self.handlers = HandlerSet.from_config(config, self.context)
-            self._steps.append(Step("handlers", handlers.start,
-                                    lambda: handlers.stop(config.node.stop_timeout)))
-        self._steps.append(Step("automation", self.automation.start, self.automation.stop))
-        self._steps.append(
-            Step("discovery", lambda: self.discovery.start(self.services()), self.discovery.stop))
+            self._steps.append(Step("handlers", handlers.start, _by(handlers.stop)))
+        self._steps.append(Step("automation", self.automation.start, _by(self.automation.stop)))
+        self._steps.append(Step("discovery", lambda: self.discovery.start(self.services()),
+                                lambda _: self.discovery.stop()))
         self._stop_lock = threading.Lock()
         self._stopped = threading.Event()
 
@@ -180,7 +189,11 @@ class Node:
                                      data=NodeEventData(node_id=self.id, version=__version__)))
 
     def stop(self) -> None:
-        """Stop every component in reverse order, each bounded; idempotent."""
+        """Stop every component in reverse order, all within ``node.stop_timeout``; idempotent.
+
+        What did not stop in time is logged by name (one WARNING line each) and left to
+        end on its own.
+        """
         with self._stop_lock:
             if self.state in ("stopping", "stopped", "created"):
                 return
@@ -198,18 +211,34 @@ class Node:
         log.info("node %s stopped", self.id)
 
     def _stop_steps(self) -> None:
+        timeout = self.config.node.stop_timeout
+        deadline = deadline_after(timeout)
         for step in reversed(self._steps):
             if not step.started:
                 continue
             step.started = False
-            began = time.monotonic()
+            if step.guarded:
+                self._bounded(step.name, step.stop, deadline)
+                continue
             try:
-                step.stop()
+                step.stop(deadline)
             except Exception:
                 log.exception("stopping %s failed", step.name)
-            took = time.monotonic() - began
-            if took > self.config.node.stop_timeout:
-                log.warning("stopping %s took %.1fs", step.name, took)
+
+    def _bounded(self, label: str, stop: Callable[[float], None], deadline: float) -> bool:
+        """Run ``stop(deadline)`` on its own thread until ``deadline``; return if it ended."""
+        # The step is given a little less, so that it names what it left behind itself.
+        inner = deadline - _STOP_MARGIN * min(1.0, self.config.node.stop_timeout)
+
+        def run() -> None:
+            try:
+                stop(inner)
+            except Exception:
+                log.exception("stopping %s failed", label)
+
+        stopper = OwnedThread(f"platybus-stop-{label.replace(' ', '-')}", run, label=label)
+        stopper.start()
+        return not join_all([stopper], deadline)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the node has stopped; return whether it did."""
@@ -269,12 +298,9 @@ class Node:
             plugin.start()
             log.debug("plugin %s started", name)
 
-    def _stop_plugins(self) -> None:
+    def _stop_plugins(self, deadline: float) -> None:
         for name, plugin in reversed(list(self.plugins.items())):
-            try:
-                plugin.stop()
-            except Exception:
-                log.exception("plugin %s failed to stop", name)
+            self._bounded(f"plugin {name}", _ignoring_deadline(plugin.stop), deadline)
 
     def _group(self, transport: bool) -> dict[str, Backend]:
         return {name: b for name, b in self.backends.items() if b.transport == transport}
@@ -291,18 +317,9 @@ class Node:
             if not backend.ready.is_set():
                 raise NodeError(f"backend {name} was not ready within {READY_TIMEOUT:g}s")
 
-    def _stop_backends(self, transport: bool = False) -> None:
+    def _stop_backends(self, deadline: float, transport: bool = False) -> None:
         backends = self._group(transport)
-        for backend in backends.values():
-            backend.stop()
-        deadline = time.monotonic() + self.config.node.stop_timeout
-        for name, backend in reversed(list(backends.items())):
-            if backend.ident is None:
-                continue
-            backend.join(max(0.0, deadline - time.monotonic()))
-            if backend.is_alive():
-                log.error("backend %s did not stop within %.1fs", name,
-                          self.config.node.stop_timeout)
+        stop_all(reversed(list(backends.values())), deadline)
 
     # -- introspection -----------------------------------------------------
 
@@ -351,6 +368,16 @@ class Node:
         from platybus.metrics import render_metrics
 
         return render_metrics(self)
+
+
+def _by(stop: Callable[[float], None]) -> Callable[[float], None]:
+    """Turn a ``stop(timeout)`` into a step's ``stop(deadline)``."""
+    return lambda deadline: stop(time_left(deadline))
+
+
+def _ignoring_deadline(stop: Callable[[], None]) -> Callable[[float], None]:
+    """Turn a ``stop()`` that takes no bound (a plugin's) into a step's ``stop(deadline)``."""
+    return lambda _deadline: stop()
 
 
 def _with_defaults(plugins: dict[str, ExtensionConfig]) -> list[ExtensionConfig]:

@@ -21,6 +21,7 @@ from platybus.errors import ActionError, ArgumentError, DecodeError
 from platybus.extensions import NodeContext
 from platybus.isolation.pool import ProcessPool
 from platybus.messages import Event
+from platybus.threads import deadline_after, time_left
 
 log = logging.getLogger("platybus.automation")
 
@@ -104,17 +105,18 @@ class Automation:
         log.info("automation: %d hooks, %d procedures, %d cron jobs", len(self.hooks.hooks),
                  len(self.procedures), len(self.cron.jobs))
 
-    def stop(self) -> None:
-        """Stop in reverse order, each part bounded; idempotent."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop in reverse order, all within ``timeout`` (``node.stop_timeout``); idempotent."""
         if not self._started:
             return
         self._started = False
-        self.cron.stop(self.stop_timeout)
-        self.hooks.stop(self.stop_timeout)
+        deadline = deadline_after(self.stop_timeout if timeout is None else timeout)
+        self.cron.stop(time_left(deadline))
+        self.hooks.stop(time_left(deadline))
         if self.engine.processes is not None:
-            self.engine.processes.stop(self.stop_timeout)
-        self.engine.stop(self.stop_timeout)
-        self.store.stop(self.stop_timeout)
+            self.engine.processes.stop(time_left(deadline))
+        self.engine.stop(time_left(deadline))
+        self.store.stop(time_left(deadline))
 
     # -- actions -----------------------------------------------------------------
 

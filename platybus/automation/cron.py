@@ -30,6 +30,7 @@ from platybus.automation.procedures import check_name
 from platybus.automation.runs import Lane, Mode, Run
 from platybus.automation.steps import Step, StepCompiler
 from platybus.config import KeyPath, SourceMap, convert
+from platybus.threads import OwnedThread, deadline_after, stop_all
 
 if TYPE_CHECKING:
     from croniter import croniter
@@ -206,7 +207,7 @@ class CronScheduler:
         self.clock: Clock = clock or SystemClock()
         self.state_path = data_dir / STATE_FILE
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._thread: OwnedThread | None = None
         self._stopping = False
         self.checked_at = float("-inf")
         self._state: dict[str, float] = {}
@@ -225,19 +226,21 @@ class CronScheduler:
         self._save_state()
         self.clock.attach(self._cond)
         self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="platybus-cron")
+        self._thread = OwnedThread("platybus-cron", self._loop, wake=self._wake,
+                                   label="cron scheduler")
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread; idempotent. Runs still going are stopped by their lanes."""
-        thread = self._thread
-        if thread is None:
-            return
+    def _wake(self) -> None:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        thread.join(timeout)
-        self._thread = None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread; idempotent. Runs still going are stopped by their lanes."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        stop_all([thread], deadline_after(timeout))
         # Slots up to the last look at the clock are handled: a restart catches up after it.
         for job in self.jobs:
             if job.last is not None and self.checked_at > job.last:

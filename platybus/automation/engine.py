@@ -28,7 +28,7 @@ from platybus.errors import (
     UnknownActionError,
 )
 from platybus.messages import Request, Response
-from platybus.threads import WorkerPool
+from platybus.threads import OwnedThread, WorkerPool, deadline_after, stop_all, time_left
 
 if TYPE_CHECKING:
     from platybus.extensions import NodeContext
@@ -73,7 +73,7 @@ class Engine:
         self.watchdog = Watchdog()
         # Set by the automation component when some hook runs Python in worker processes.
         self.processes: ProcessPool | None = None
-        self._threads: list[threading.Thread] = []
+        self._threads: list[OwnedThread] = []
         self._lock = threading.Lock()
 
     # -- checks at load --------------------------------------------------------
@@ -209,7 +209,7 @@ class Engine:
             return
         run.finish("ok")
 
-    def spawn(self, name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
+    def spawn(self, name: str, target: Callable[..., None], *args: Any) -> OwnedThread:
         """Start a thread for a parallel branch; it is joined when the engine stops."""
         thread = spawn_thread(name, target, *args)
         with self._lock:
@@ -222,12 +222,10 @@ class Engine:
         self.watchdog.start()
 
     def stop(self, timeout: float) -> None:
-        """Stop the pool, the branch threads and the watchdog, each bounded."""
-        self.pool.stop(timeout)
+        """Stop the pool, the branch threads and the watchdog, all within ``timeout``."""
+        deadline = deadline_after(timeout)
+        self.pool.stop_by(deadline)
         with self._lock:
             threads, self._threads = self._threads, []
-        for thread in threads:
-            thread.join(timeout)
-            if thread.is_alive():
-                log.error("parallel branch %s still running after %.1fs", thread.name, timeout)
-        self.watchdog.stop()
+        stop_all(threads, deadline)
+        self.watchdog.stop(time_left(deadline))

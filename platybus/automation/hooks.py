@@ -30,6 +30,7 @@ from platybus.bus import Bus, Subscription
 from platybus.config import KeyPath, SourceMap, convert
 from platybus.errors import StepFailed
 from platybus.messages import Event
+from platybus.threads import OwnedThread, deadline_after, stop_all
 
 log = logging.getLogger("platybus.automation.hooks")
 
@@ -130,7 +131,7 @@ class HookRunner:
         self._cond = threading.Condition(threading.Lock())
         self._waiting = False
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._thread: OwnedThread | None = None
         self._subscription: Subscription | None = None
         self.events = 0
         self.throttled = 0
@@ -153,25 +154,26 @@ class HookRunner:
         if self._thread is not None or not self.hooks:
             return
         self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="platybus-hooks")
+        self._thread = OwnedThread("platybus-hooks", self._loop, wake=self._wake,
+                                   label="hook runner")
         self._thread.start()
         self._subscription = bus.subscribe("kind=event", self._intake, id="platybus.hooks",
                                            priority=10_000)
 
+    def _wake(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
     def stop(self, timeout: float) -> None:
         """Unsubscribe, stop the thread, stop the runs still going. Idempotent."""
+        deadline = deadline_after(timeout)
         if self._subscription is not None:
             self._subscription.unsubscribe()
             self._subscription = None
-        thread = self._thread
+        thread, self._thread = self._thread, None
         if thread is not None:
-            with self._cond:
-                self._stopping = True
-                self._cond.notify()
-            thread.join(timeout)
-            if thread.is_alive():
-                log.error("hook runner did not stop within %.1fs", timeout)
-            self._thread = None
+            stop_all([thread], deadline)
         for hook in self.hooks:
             if hook.lane is not None:
                 hook.lane.stop_all("the node is stopping")

@@ -22,6 +22,7 @@ import msgspec
 
 from platybus.automation.trace import ActionRecord, Trace, TraceStore, clip
 from platybus.messages import new_id
+from platybus.threads import OwnedThread, deadline_after, stop_all
 
 log = logging.getLogger("platybus.automation")
 
@@ -284,7 +285,7 @@ class Watchdog:
         self._heap: list[tuple[float, int, Run]] = []
         self._cond = threading.Condition()
         self._seq = 0
-        self._thread: threading.Thread | None = None
+        self._thread: OwnedThread | None = None
         self._stopping = False
 
     def watch(self, run: Run) -> None:
@@ -305,18 +306,20 @@ class Watchdog:
         """Start the thread."""
         if self._thread is None:
             self._stopping = False
-            self._thread = threading.Thread(target=self._loop, name="platybus-watchdog")
+            self._thread = OwnedThread("platybus-watchdog", self._loop, wake=self._wake,
+                                       label="run watchdog")
             self._thread.start()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the thread; idempotent."""
-        if self._thread is None:
-            return
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        self._thread.join(timeout)
-        self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            stop_all([thread], deadline_after(timeout))
 
     def _loop(self) -> None:
         while True:

@@ -30,6 +30,7 @@ from platybus.automation.trace import clip
 from platybus.automation.values import to_value
 from platybus.config import KeyPath, SourceMap, convert, format_path
 from platybus.errors import ActionError, ConfigError, SelectorError, StepFailed, TemplateError
+from platybus.threads import OwnedThread
 
 if TYPE_CHECKING:
     from platybus.isolation.pool import ProcessPool
@@ -495,8 +496,9 @@ def describe(step: Step, scope: Scope | None = None) -> dict[str, Any]:
     return {"step": step.path, "kind": kind}
 
 
-def spawn_thread(name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
-    """Start a named daemon thread (the engine tracks and joins it)."""
-    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+def spawn_thread(name: str, target: Callable[..., None], *args: Any) -> OwnedThread:
+    """Start a named owned thread for a parallel branch (the engine tracks and joins it)."""
+    # A branch ends with its run: stopping the run (not the thread) is what cuts it short.
+    thread = OwnedThread(name, target, *args, label=f"parallel branch {name}")
     thread.start()
     return thread

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from platybus.threads import OwnedThread, deadline_after, stop_all
+
 log = logging.getLogger("platybus.automation.trace")
 
 Kind = Literal["event", "hook", "procedure", "cron"]
@@ -141,7 +143,7 @@ class TraceStore:
         self.path = data_dir / config.file if config.disk and config.enabled else None
         self._pending: deque[Trace] = deque()
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._thread: OwnedThread | None = None
         self._stopping = False
         self.written = 0
 
@@ -183,21 +185,20 @@ class TraceStore:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._stopping = False
-        self._thread = threading.Thread(target=self._write_loop, name="platybus-traces")
+        self._thread = OwnedThread("platybus-traces", self._write_loop, wake=self._wake,
+                                   label="trace writer")
         self._thread.start()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Write what is pending and stop the writer; idempotent."""
-        thread = self._thread
-        if thread is None:
-            return
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        thread.join(timeout)
-        if thread.is_alive():
-            log.error("trace writer did not stop within %.1fs", timeout)
-        self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            stop_all([thread], deadline_after(timeout))
 
     def _write_loop(self) -> None:
         assert self.path is not None

@@ -37,6 +37,7 @@ from platybus.errors import (
 from platybus.extensions import NodeContext, load_class
 from platybus.isolation.pool import DEFAULT_QUEUE_SIZE, DEFAULT_TIMEOUT, ProcessPool, TaskFuture
 from platybus.messages import ErrorInfo, Event
+from platybus.threads import deadline_after, time_left
 
 if TYPE_CHECKING:
     from platybus.bus import Subscription
@@ -338,13 +339,14 @@ class HandlerSet:
                                  name=runner.name) from error
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop every handler in reverse order; idempotent."""
+        """Stop every handler in reverse order, all within ``timeout``; idempotent."""
+        deadline = deadline_after(timeout)
         running = [r for r in self.runners.values() if r.pool is not None]
         if running:  # events published before the stop still reach the handlers
-            running[0].context.bus.flush(timeout)
+            running[0].context.bus.flush(time_left(deadline))
         for runner in reversed(list(self.runners.values())):
             try:
-                runner.stop(timeout)
+                runner.stop(time_left(deadline))
             except Exception:
                 log.exception("handler %s failed to stop", runner.name)
 

@@ -53,6 +53,7 @@ from platybus.errors import (
 )
 from platybus.isolation.child import ResultFrame, TaskFrame, WorkerInit
 from platybus.messages import EventTypes, Message
+from platybus.threads import OwnedThread, deadline_after, stop_all
 
 log = logging.getLogger("platybus.isolation")
 
@@ -185,7 +186,7 @@ class ProcessPool:
         self._seq = itertools.count()
         self._workers: list[_Worker] = []
         self._spawned = 0
-        self._thread: threading.Thread | None = None
+        self._thread: OwnedThread | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -202,29 +203,28 @@ class ProcessPool:
         with self._lock:
             if self._thread is not None or self._closed:
                 return
-            self._thread = threading.Thread(target=self._run, name=f"platybus-pool-{self.name}")
+            self._thread = OwnedThread(f"platybus-pool-{self.name}", self._run, wake=self._wake,
+                                       label=f"process pool {self.name}: supervisor")
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Fail queued tasks, give running ones ``timeout`` seconds, then end every worker.
+        """Fail queued tasks, let running ones finish, end every worker, all within ``timeout``.
 
-        Idempotent; waits at most about ``timeout`` plus the time to kill workers.
+        Running tasks get ``timeout`` less the time a worker has to exit on SIGTERM.
+        Idempotent.
         """
+        deadline = deadline_after(timeout)
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._stopping = True
-            self._stop_grace = time.monotonic() + timeout
+            self._stop_grace = time.monotonic() + max(0.0, timeout - _TERM_GRACE)
             thread = self._thread
         if thread is None:
             self._fail_queued(NodeNotReady(f"process pool {self.name} stopped before it started"))
-        else:
-            self._wake()
-            thread.join(timeout + _TERM_GRACE + _KILL_WAIT + 1.0)
-            if thread.is_alive():
-                log.error("process pool %s: supervisor did not stop in time", self.name)
-                return
+        elif stop_all([thread], deadline):
+            return  # the supervisor still uses the wake-up pipe
         os.close(self._wake_r)
         os.close(self._wake_w)
 

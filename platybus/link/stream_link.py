@@ -42,6 +42,7 @@ from platybus.link.protocol import (
     mask_url,
 )
 from platybus.messages import ErrorInfo, Event, Message, Request, Response
+from platybus.threads import OwnedThread, deadline_after, join_all, time_left
 
 log = logging.getLogger("platybus.link")
 
@@ -95,8 +96,8 @@ class StreamLink:
         self._writer_done = False
         self._bus: Bus | None = None
         self._subscription: Subscription | None = None
-        self._reader: threading.Thread | None = None
-        self._writer: threading.Thread | None = None
+        self._reader: OwnedThread | None = None
+        self._writer: OwnedThread | None = None
         self._rclient: redis.Redis | None = None
         self._wclient: redis.Redis | None = None
         self._reader_id: int | None = None
@@ -123,8 +124,10 @@ class StreamLink:
         bus.attach_transport(self)
         self._subscription = bus.subscribe(
             "kind=event", self._fan_out, priority=-1_000_000, id=f"platybus.link.{self.node_id}")
-        self._reader = threading.Thread(target=self._read_loop, name="platybus-link-reader")
-        self._writer = threading.Thread(target=self._write_loop, name="platybus-link-writer")
+        self._reader = OwnedThread("platybus-link-reader", self._read_loop,
+                                   wake=self._wake_reader, label="link reader")
+        self._writer = OwnedThread("platybus-link-writer", self._write_loop,
+                                   wake=self._wake_writer, label="link writer")
         self._reader.start()
         self._writer.start()
         return self._connected.wait(self.config.connect_timeout if wait is None else wait)
@@ -135,31 +138,28 @@ class StreamLink:
         Idempotent. Messages that could not be written stay buffered for the next
         :meth:`start` (they are lost if the process ends).
         """
-        if self._reader is None or self._writer is None:
+        reader, writer = self._reader, self._writer
+        if reader is None or writer is None:
             return
-        deadline = time.monotonic() + timeout
-        self._stop.set()
-        self._wake.set()
+        deadline = deadline_after(timeout)
         bus = self._bus
         if bus is not None:
             bus.attach_transport(None)
         if self._subscription is not None:
             self._subscription.unsubscribe()
             self._subscription = None
-        while self._reader.is_alive() and time.monotonic() < deadline:
-            self._unblock_reader()
-            self._reader.join(0.1)
+        reader.stop()
+        # The reader may enter its blocking read just after an unblock: repeat it.
+        while reader.is_alive() and time.monotonic() < deadline:
+            reader.join(min(0.1, time_left(deadline)))
+            if reader.is_alive():
+                self._unblock_reader()
         # Entries already on the bus get acknowledged when the dispatcher is done with them.
         for future in list(self._inflight):
             with contextlib.suppress(Exception):  # a timeout only means no ack: read again later
-                future.exception(max(0.0, min(1.0, deadline - time.monotonic())))
-        with self._cond:
-            self._writer_done = True
-            self._cond.notify_all()
-        self._writer.join(max(0.1, deadline - time.monotonic()))
-        for name, thread in (("reader", self._reader), ("writer", self._writer)):
-            if thread.is_alive():
-                log.error("link %s thread did not stop within %.1fs", name, timeout)
+                future.exception(min(1.0, time_left(deadline)))
+        writer.stop()
+        join_all([reader, writer], deadline)
         with self._cond:
             left = len(self._out)
         if left:
@@ -187,6 +187,17 @@ class StreamLink:
             max_connections=1 if single else None,
             client_name=f"platybus-{self.node_id}",
         )
+
+    def _wake_reader(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._unblock_reader()
+
+    def _wake_writer(self) -> None:
+        # The writer sends what is buffered (and the last acks) before it ends.
+        with self._cond:
+            self._writer_done = True
+            self._cond.notify_all()
 
     def _unblock_reader(self) -> None:
         if self._reader_id is None or self._wclient is None:

@@ -30,6 +30,7 @@ from platybus.expr import Selector, parse_selector
 from platybus.extensions import EmptyConfig, load_class
 from platybus.messages import Event
 from platybus.notify.outbox import Outbox, RetryPolicy
+from platybus.threads import OwnedThread, deadline_after, join_all, time_left
 
 if TYPE_CHECKING:
     from platybus.bus import Bus, Subscription
@@ -108,7 +109,7 @@ class _Channel:
         self.queue_size = queue_size
         self._queue: deque[Event] = deque()
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._thread: OwnedThread | None = None
         self._stopping = False
         self._drain_until = 0.0
         self._next_check: float | None = None
@@ -120,7 +121,8 @@ class _Channel:
         self._stopping = False
         self.notifier.cancelled.clear()
         self._next_check = time.time() if self.outbox is not None else None
-        self._thread = threading.Thread(target=self._run, name=f"platybus-notify-{self.name}")
+        self._thread = OwnedThread(f"platybus-notify-{self.name}", self._run, wake=self._wake,
+                                   label=f"notifier {self.name}")
         self._thread.start()
 
     def offer(self, event: Event) -> None:
@@ -131,20 +133,24 @@ class _Channel:
                 return
         self.store(event, "the notifier's queue was full", due_now=True)
 
-    def stop(self, timeout: float) -> None:
-        thread = self._thread
-        if thread is None:
-            return
+    def _wake(self) -> None:
         with self._cond:
             self._stopping = True
-            self._drain_until = time.monotonic() + timeout / 2
-            self._cond.notify()
-        thread.join(timeout)
-        if thread.is_alive():
-            self.notifier.cancel()
-            thread.join(timeout)
-        if thread.is_alive():
-            log.error("notifier %s did not stop within %.1fs", self.name, 2 * timeout)
+            self._cond.notify_all()
+
+    def begin_stop(self, drain_until: float) -> OwnedThread | None:
+        """Ask the thread to send what is queued until ``drain_until``, then end; return it."""
+        thread = self._thread
+        if thread is not None:
+            with self._cond:
+                self._drain_until = drain_until
+            thread.stop()
+        return thread
+
+    def finish_stop(self) -> None:
+        """Close the notifier once its thread has ended."""
+        thread = self._thread
+        if thread is None or thread.is_alive():
             return
         self._thread = None
         self.notifier.close()
@@ -321,15 +327,32 @@ class NotifierManager:
         return offer
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Take what the bus still holds, send what is queued within half of ``timeout``,
-        store the rest in the outbox."""
+        """Take what the bus still holds, send what is queued, store the rest in the outbox.
+
+        All within ``timeout``: the bus gets up to half of it, the notifiers send for half
+        of what is left, then one still sending is cancelled; one that ignores that too is
+        logged and left to end on its own.
+        """
+        deadline = deadline_after(timeout)
         if self._subscriptions and self._bus is not None:
-            self._bus.flush(timeout)
+            self._bus.flush(time_left(deadline) / 2)
         for subscription in self._subscriptions:
             subscription.unsubscribe()
         self._subscriptions.clear()
+        left = time_left(deadline)
+        drain_until = time.monotonic() + left / 2
+        threads = {}
         for channel in self.channels.values():
-            channel.stop(timeout)
+            thread = channel.begin_stop(drain_until)
+            if thread is not None:
+                threads[channel.name] = thread
+        late = join_all(threads.values(), drain_until + left / 4, report=False)
+        for channel in self.channels.values():
+            if threads.get(channel.name) in late:
+                channel.notifier.cancel()
+        join_all(late, deadline)
+        for channel in self.channels.values():
+            channel.finish_stop()
 
     def notify(self, event: Event) -> dict[str, bool]:
         """Send an event to every notifier it matches, now, in this thread.

@@ -61,9 +61,9 @@ class Gated(Backend):
     def loop(self):
         gate = Path(self.config.gate)
         while self.should_keep_running() and not gate.exists():
-            self._stop_requested.wait(0.02)
+            self.wait_for_stop(0.02)
         self.mark_ready()
-        self._stop_requested.wait()
+        self.wait_for_stop()
 '''
 
 

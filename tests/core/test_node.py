@@ -24,7 +24,7 @@ class Ticker(Backend):
         self.mark_ready()
         self.send_event(Event(type="ticker.started"))
         while self.should_keep_running():
-            self._stop_requested.wait(0.05)
+            self.wait_for_stop(0.05)
 
 class Broken(Backend):
     def on_start(self):

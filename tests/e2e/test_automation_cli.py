@@ -39,7 +39,7 @@ class Emitter(Backend):
         sub.unsubscribe()
         for item in self.config.events:
             self.send_event(Event(type=item["type"], data=item.get("data", {})))
-        self._stop_requested.wait()
+        self.wait_for_stop()
 '''
 
 
