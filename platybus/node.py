@@ -60,6 +60,9 @@ READY_TIMEOUT = 10.0
 # Share of the stop deadline kept back from a step, so that a step which bounds itself
 # logs what it left behind before the node gives up on the step as a whole.
 _STOP_MARGIN = 0.05
+# While other steps still wait, one step may use this share of what is left: a hung
+# step is then given up on with time to spare for the rest, not at the very end.
+_STEP_SHARE = 0.9
 
 
 @dataclass
@@ -211,17 +214,17 @@ class Node:
         log.info("node %s stopped", self.id)
 
     def _stop_steps(self) -> None:
-        timeout = self.config.node.stop_timeout
-        deadline = deadline_after(timeout)
-        for step in reversed(self._steps):
-            if not step.started:
-                continue
+        deadline = deadline_after(self.config.node.stop_timeout)
+        steps = [step for step in reversed(self._steps) if step.started]
+        for i, step in enumerate(steps):
             step.started = False
+            # The lock is released last whatever happens: it takes no time of its own.
+            until = _share(deadline, any(s.guarded for s in steps[i + 1:]))
             if step.guarded:
-                self._bounded(step.name, step.stop, deadline)
+                self._bounded(step.name, step.stop, until)
                 continue
             try:
-                step.stop(deadline)
+                step.stop(until)
             except Exception:
                 log.exception("stopping %s failed", step.name)
 
@@ -299,8 +302,10 @@ class Node:
             log.debug("plugin %s started", name)
 
     def _stop_plugins(self, deadline: float) -> None:
-        for name, plugin in reversed(list(self.plugins.items())):
-            self._bounded(f"plugin {name}", _ignoring_deadline(plugin.stop), deadline)
+        plugins = list(reversed(self.plugins.items()))
+        for i, (name, plugin) in enumerate(plugins):
+            self._bounded(f"plugin {name}", _ignoring_deadline(plugin.stop),
+                          _share(deadline, i + 1 < len(plugins)))
 
     def _group(self, transport: bool) -> dict[str, Backend]:
         return {name: b for name, b in self.backends.items() if b.transport == transport}
@@ -368,6 +373,13 @@ class Node:
         from platybus.metrics import render_metrics
 
         return render_metrics(self)
+
+
+def _share(deadline: float, more_to_come: bool) -> float:
+    """The deadline of one stop step: all that is left if it is the last, else a share."""
+    if not more_to_come:
+        return deadline
+    return time.monotonic() + time_left(deadline) * _STEP_SHARE
 
 
 def _by(stop: Callable[[float], None]) -> Callable[[float], None]:
