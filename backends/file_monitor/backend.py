@@ -37,6 +37,7 @@ from watchdog.observers.polling import PollingObserver
 from platybus.errors import PlatybusError
 from platybus.extensions import Backend, NodeContext
 from platybus.messages import Event
+from platybus.threads import deadline_after, join_all
 
 from .config import FileMonitorConfig, WatchedPath
 from .events import (
@@ -255,11 +256,14 @@ class FileMonitorBackend(Backend):
         for observer in self._observers.values():
             try:
                 observer.stop()
-                observer.join(STOP_TIMEOUT)
             except Exception:
                 self.log.exception("stopping a file observer failed")
-            if observer.is_alive():
-                self.log.error("file observer did not stop within %.0fs", STOP_TIMEOUT)
+        # watchdog's observers are its own threads: joined by one deadline all the same.
+        stuck = join_all(self._observers.values(), deadline_after(STOP_TIMEOUT), report=False)
+        for kind, observer in self._observers.items():
+            if observer in stuck:
+                self.log.warning("backend %s: %s file observer did not stop in time",
+                                 self.backend_name, kind)
         self._observers.clear()
         logging.getLogger(WATCHDOG_LOGGER).removeHandler(self._overflow_watch)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from platybus.cli.common import Add, Load, parse_pairs, print_json
 from platybus.errors import ActionFailed, ConfigError, PlatybusError, Terminated, exit_code_for
+from platybus.threads import OwnedThread
 
 
 def add_commands(add: Add, load: Load) -> None:
@@ -46,7 +47,7 @@ def cmd_transfer(args: argparse.Namespace, load: Load) -> int:
     # The job runs on its own thread so that a signal only sets a flag here; the job checks
     # its cancel flag between chunks and removes its temporary file.
     terminated = threading.Event()
-    worker = threading.Thread(target=work, name="transfer-job", daemon=True)
+    worker = OwnedThread("transfer-job", work, label=f"transfer {args.job}")
     previous = {s: signal.signal(s, lambda signum, frame: terminated.set())
                 for s in (signal.SIGTERM, signal.SIGINT)}
     node.start(embedded=True)
