@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,8 @@ def test_import_platybus_is_cheap() -> None:
     assert loaded == ["platybus"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_every_module_imports_alone_in_a_fresh_interpreter() -> None:
     names = modules()
     assert "platybus.link.protocol" in names
@@ -74,17 +77,16 @@ def test_every_module_imports_alone_in_a_fresh_interpreter() -> None:
         "extra = [t.name for t in threading.enumerate() if t is not threading.main_thread()]\n"
         "assert not extra, f'importing {name} started threads: {extra}'\n"
     )
-    failures = []
-    for start in range(0, len(names), 8):  # a few at a time: the machine has 2 cores
-        procs = {name: subprocess.Popen([sys.executable, "-c", script, name], cwd=ROOT,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)
-                 for name in names[start:start + 8]}
-        for name, proc in procs.items():
-            _, err = proc.communicate(timeout=60)
-            if proc.returncode != 0:
-                last = err.strip().splitlines()[-1] if err.strip() else "?"
-                failures.append(f"{name}: {last}")
+    def failure(name: str) -> str | None:
+        result = subprocess.run([sys.executable, "-c", script, name], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode == 0:
+            return None
+        lines = result.stderr.strip().splitlines()
+        return f"{name}: {lines[-1] if lines else result.returncode}"
+
+    with ThreadPoolExecutor(4) as pool:  # a few at a time: the machine may have 2 cores
+        failures = [f for f in pool.map(failure, names) if f is not None]
     assert not failures, "\n".join(failures)
 
 
