@@ -345,9 +345,9 @@ class NotifierManager:
     def stop(self, timeout: float = 5.0) -> None:
         """Take what the bus still holds, send what is queued, store the rest in the outbox.
 
-        All within ``timeout``: the bus gets up to half of it, the notifiers send for half
-        of what is left, then one still sending is cancelled; one that ignores that too is
-        logged and left to end on its own.
+        All within ``timeout``: the notifiers send what is queued for three quarters of
+        what is left once the bus is through, then one still sending is cancelled; one
+        that ignores that too is logged and left to end on its own.
         """
         deadline = deadline_after(timeout)
         if self._subscriptions and self._bus is not None:
@@ -356,13 +356,13 @@ class NotifierManager:
             subscription.unsubscribe()
         self._subscriptions.clear()
         left = time_left(deadline)
-        drain_until = time.monotonic() + left / 2
+        drain_until = time.monotonic() + left * 3 / 4
         threads = {}
         for channel in self.channels.values():
             thread = channel.begin_stop(drain_until)
             if thread is not None:
                 threads[channel.name] = thread
-        late = join_all(threads.values(), drain_until + left / 4, report=False)
+        late = join_all(threads.values(), drain_until + left / 8, report=False)
         for channel in self.channels.values():
             if threads.get(channel.name) in late:
                 channel.notifier.cancel()
