@@ -218,7 +218,7 @@ class Node:
         steps = [step for step in reversed(self._steps) if step.started]
         for i, step in enumerate(steps):
             step.started = False
-            # The lock is released last whatever happens: it takes no time of its own.
+            # A step keeps back time for the steps after it that take any (not the lock).
             until = _share(deadline, any(s.guarded for s in steps[i + 1:]))
             if step.guarded:
                 self._bounded(step.name, step.stop, until)
