@@ -38,7 +38,7 @@ from platybus.threads import WorkerPool
 
 log = logging.getLogger("platybus.bus")
 
-Handler = Callable[[Any], Any]
+MessageHandler = Callable[[Any], Any]
 Policy = Literal["block", "reject"]
 
 _LATENCY_SAMPLES = 4096
@@ -73,7 +73,7 @@ class Subscription:
         bus: Bus,
         id: str,
         selector: Selector,
-        handler: Handler,
+        handler: MessageHandler,
         priority: int,
         blocking: bool,
         seq: int,
@@ -246,7 +246,7 @@ class Bus:
     def subscribe(
         self,
         selector: str | Selector,
-        handler: Handler,
+        handler: MessageHandler,
         *,
         priority: int = 100,
         id: str | None = None,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from platybus.actions import ActionSpec
-from platybus.automation.runs import Return, Run, RunStopped, Watchdog
+from platybus.automation.runs import Return, Run, RunDeadlines, RunStopped
 from platybus.automation.steps import Step, StepKind, run_steps, spawn_thread
 from platybus.automation.trace import TraceStore
 from platybus.errors import (
@@ -70,7 +70,7 @@ class Engine:
         self.store = store
         self.procedures: dict[str, Procedure] = {}
         self.pool = WorkerPool(POOL_SIZE, "platybus-automation")
-        self.watchdog = Watchdog()
+        self.deadlines = RunDeadlines()
         # Set by the automation component when some hook runs Python in worker processes.
         self.processes: ProcessPool | None = None
         self._threads: list[threading.Thread] = []
@@ -157,7 +157,7 @@ class Engine:
                   variables=dict(kwargs))
         if parent is None:
             run.arm()
-            self.watchdog.watch(run)
+            self.deadlines.watch(run)
         scope = dict(kwargs)
         result: Any = None
         try:
@@ -182,7 +182,7 @@ class Engine:
         """Return a lane starter that runs ``steps`` on the worker pool."""
         def start(run: Run, scope: dict[str, Any]) -> None:
             run.arm()
-            self.watchdog.watch(run)
+            self.deadlines.watch(run)
             try:
                 self.pool.submit(self.execute, run, steps, scope)
             except RuntimeError:
@@ -218,11 +218,11 @@ class Engine:
         return thread
 
     def start(self) -> None:
-        """Start the watchdog."""
-        self.watchdog.start()
+        """Start the deadline timer."""
+        self.deadlines.start()
 
     def stop(self, timeout: float) -> None:
-        """Stop the pool, the branch threads and the watchdog, each bounded."""
+        """Stop the pool, the branch threads and the deadline timer, each bounded."""
         self.pool.stop(timeout)
         with self._lock:
             threads, self._threads = self._threads, []
@@ -230,4 +230,4 @@ class Engine:
             thread.join(timeout)
             if thread.is_alive():
                 log.error("parallel branch %s still running after %.1fs", thread.name, timeout)
-        self.watchdog.stop()
+        self.deadlines.stop()
