@@ -32,7 +32,7 @@ from platybus.errors import (
     QueueFullError,
 )
 from platybus.expr import Selector, parse_selector
-from platybus.messages import Message, Request, Response, _dispatch
+from platybus.messages import Message, Request, Response, _cause, _dispatch
 from platybus.replies import Replies, ReplyCallback, error_response, timeout_error
 from platybus.threads import WorkerPool
 
@@ -315,7 +315,11 @@ class Bus:
         With ``synchronous=True`` wait until it was delivered and return the
         local handlers' results in order. With ``on_reply`` (requests only),
         call it with the response, or with a timeout error after ``timeout``.
+        A message without a ``parent_id`` published inside :func:`caused_by` gets
+        that block's message id.
         """
+        if message.parent_id is None and (cause := _cause.get()) is not None:
+            message = message.replace(parent_id=cause)
         if on_reply is None and not synchronous:
             if message.kind == "response" and message.target in (None, self.node_id):
                 # The caller waiting for this answer gets it now, without a queue hop;
@@ -405,6 +409,8 @@ class Bus:
             raise BusError(
                 "request() would block the dispatcher: use on_reply or a blocking handler"
             )
+        if request.parent_id is None and (cause := _cause.get()) is not None:
+            request = request.replace(parent_id=cause)
         done = threading.Event()
         box: list[Response] = []
 

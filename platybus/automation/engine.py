@@ -27,7 +27,7 @@ from platybus.errors import (
     StepFailed,
     UnknownActionError,
 )
-from platybus.messages import Request, Response
+from platybus.messages import Request, Response, caused_by, current_cause
 from platybus.threads import WorkerPool
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class Engine:
             raise StepFailed(f"{proc.action}: procedures nest deeper than {MAX_DEPTH} calls",
                              step=f"procedures.{proc.name}", action=proc.action)
         run = Run("procedure", proc.name, self.store, parent=parent, timeout=proc.timeout,
-                  message_id=parent.message_id if parent is not None else None,
+                  message_id=parent.message_id if parent is not None else current_cause(),
                   variables=dict(kwargs))
         if parent is None:
             run.arm()
@@ -161,7 +161,8 @@ class Engine:
         scope = dict(kwargs)
         result: Any = None
         try:
-            run_steps(proc.steps, run, scope)
+            with caused_by(run.message_id):
+                run_steps(proc.steps, run, scope)
         except Return as done:
             result = done.value
         except StepFailed as error:
@@ -193,7 +194,8 @@ class Engine:
     def execute(self, run: Run, steps: list[Step], scope: dict[str, Any]) -> None:
         """Run the steps of a hook or cron run to the end and record the outcome."""
         try:
-            run_steps(steps, run, scope)
+            with caused_by(run.message_id):
+                run_steps(steps, run, scope)
         except Return:
             pass
         except StepFailed as error:
