@@ -42,6 +42,7 @@ from platybus.extensions import (
     load_class,
 )
 from platybus.messages import EventTypes, NodeEventData, NodeStarted, NodeStopped
+from platybus.sdnotify import SystemdNotifier
 from platybus.threads import OwnedThread, deadline_after, join_all, stop_all, time_left
 
 if TYPE_CHECKING:
@@ -66,8 +67,8 @@ _STEP_SHARE = 0.9
 
 
 @dataclass
-class Step:
-    """One named start/stop step of the node; ``stop`` gets the monotonic time to stop by."""
+class Phase:
+    """One named start/stop phase of the node; ``stop`` gets the monotonic time to stop by."""
 
     name: str
     start: Callable[[], None]
@@ -128,11 +129,11 @@ class Node:
         self.automation = Automation(config, self.context)
         self._lock_file: IO[str] | None = None
         self._steps = [
-            Step("lock", self._acquire_lock, lambda _: self._release_lock(), guarded=False),
-            Step("bus", self.bus.start, _by(self.bus.stop), True),
+            Phase("lock", self._acquire_lock, lambda _: self._release_lock(), guarded=False),
+            Phase("bus", self.bus.start, _by(self.bus.stop), True),
             # Each plugin's stop is guarded on its own, so a hung one is named.
-            Step("plugins", self._start_plugins, self._stop_plugins, True, guarded=False),
-            Step("actions", self.runner.start, _by(self.runner.stop), True),
+            Phase("plugins", self._start_plugins, self._stop_plugins, True, guarded=False),
+            Phase("actions", self.runner.start, _by(self.runner.stop), True),
         ]
         self.notifiers: NotifierManager | None = None
         if config.section("notifiers"):
@@ -142,11 +143,11 @@ class Node:
             notifiers = self.notifiers = NotifierManager.from_config(config, self.context)
             self.actions.add(ActionSpec.from_function(
                 "notifiers.status", notifiers.status, blocking=False))
-            self._steps.append(Step("notifiers", lambda: notifiers.start(self.bus),
+            self._steps.append(Phase("notifiers", lambda: notifiers.start(self.bus),
                                     _by(notifiers.stop)))
-        self._steps.append(Step("transport", lambda: self._start_backends(transport=True),
+        self._steps.append(Phase("transport", lambda: self._start_backends(transport=True),
                                 lambda deadline: self._stop_backends(deadline, True)))
-        self._steps.append(Step("backends", self._start_backends, self._stop_backends))
+        self._steps.append(Phase("backends", self._start_backends, self._stop_backends))
         self.handlers: HandlerSet | None = None
         if config.section("handlers"):
             from platybus.isolation.handlers import HandlerSet
@@ -154,9 +155,9 @@ class Node:
             # Built (classes imported) now, so a bad entry point fails validation;
             # worker processes start on demand once the step has run.
             handlers = self.handlers = HandlerSet.from_config(config, self.context)
-            self._steps.append(Step("handlers", handlers.start, _by(handlers.stop)))
-        self._steps.append(Step("automation", self.automation.start, _by(self.automation.stop)))
-        self._steps.append(Step("discovery", lambda: self.discovery.start(self.services()),
+            self._steps.append(Phase("handlers", handlers.start, _by(handlers.stop)))
+        self._steps.append(Phase("automation", self.automation.start, _by(self.automation.stop)))
+        self._steps.append(Phase("discovery", lambda: self.discovery.start(self.services()),
                                 lambda _: self.discovery.stop()))
         self._stop_lock = threading.Lock()
         self._stopped = threading.Event()
@@ -257,12 +258,16 @@ class Node:
             received.append(signum)
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        systemd = SystemdNotifier()
         try:
             self.start()
+            systemd.ready(f"node {self.id} ready")
             while not received:
+                systemd.ping_if_due()
                 time.sleep(0.1)
             log.info("received %s, stopping", signal.Signals(received[0]).name)
         finally:
+            systemd.stopping()
             self.stop()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

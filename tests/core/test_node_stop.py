@@ -125,7 +125,7 @@ def test_a_plugin_whose_stop_hangs_is_named_and_the_rest_still_stops(
     assert not node.backends["ticker"].is_alive()
     assert not node.bus.running
     assert node.automation.hooks._thread is None
-    names = {"platybus-dispatcher", "platybus-hooks", "platybus-watchdog", "backend-ticker"}
+    names = {"platybus-dispatcher", "platybus-hooks", "platybus-run-deadlines", "backend-ticker"}
     wait_for(lambda: not names & {t.name for t in threading.enumerate()})
 
 
