@@ -84,11 +84,11 @@ recorder:
   log: {log}
   factor: 3
   if: "type=job.*"
-  timeout: 3
+  timeout: 8
   workers: 1
 """
 # The limit covers queueing too: after a crash, the next event waits for a fresh worker
-# interpreter, which takes a while on a loaded machine.
+# interpreter, which takes seconds on a loaded machine (the crash itself may take two).
 
 
 class Collector:
