@@ -48,4 +48,24 @@ def render_metrics(node: Node) -> str:
            [(f'{{action="{_escape(s.name)}"}}', s.stats.errors) for s in specs])
     metric("action_seconds_total", "counter", "Time spent in each action.",
            [(f'{{action="{_escape(s.name)}"}}', round(s.stats.seconds, 6)) for s in specs])
+    hooks = node.automation.hooks
+    lanes = [(h.name, h.lane) for h in hooks.hooks if h.lane is not None]
+    metric("hook_runs_total", "counter", "Hook runs started or accepted.", [("", hooks.runs)])
+    metric("hook_runs_dropped_total", "counter",
+           "Hook runs dropped because max_queued (set in the config) was reached.",
+           [(f'{{hook="{_escape(name)}"}}', lane.dropped) for name, lane in lanes])
+    metric("hook_runs_waiting", "gauge", "Hook runs waiting for room (memory and journal).",
+           [(f'{{hook="{_escape(name)}"}}', len(lane.pending) + lane.parked)
+            for name, lane in lanes])
+    metric("hook_runs_repeated_total", "counter",
+           "Deliveries of a message the journal had already accepted (not run again).",
+           [("", hooks.duplicates)])
+    metric("hook_runs_resumed_total", "counter",
+           "Unfinished runs taken up again from the journal at start.", [("", hooks.resumed)])
+    journal = node.automation.journal
+    if journal is not None:
+        metric("journal_accepted_total", "counter", "Runs written to the intake journal.",
+               [("", journal.accepted)])
+        metric("journal_finished_total", "counter", "Journal runs marked done.",
+               [("", journal.finished)])
     return "\n".join(lines) + "\n"

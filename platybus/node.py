@@ -1,9 +1,11 @@
 """The :class:`Node`: builds everything from config, starts and stops it in order.
 
-Start order: bus → plugins → notifiers → transports (backends marked ``transport``,
-such as the Redis link) → other backends → handlers → automation → discovery
-(zeroconf announce and browse) → ``node.started``. Stop runs the same steps in
-reverse, each bounded by ``node.stop_timeout``, and is idempotent.
+Start order, every subscriber before any source: bus → plugins → notifiers →
+handlers → automation (hooks subscribed, the journal's unfinished runs resumed,
+cron armed) → transports (backends marked ``transport``, such as the Redis link)
+→ other backends (file monitor, HTTP) → cron firing → discovery (zeroconf
+announce and browse) → ``node.started``. Stop runs the same steps in reverse,
+each bounded by ``node.stop_timeout``, and is idempotent.
 """
 
 from __future__ import annotations
@@ -131,9 +133,6 @@ class Node:
                 "notifiers.status", notifiers.status, blocking=False))
             self._steps.append(Step("notifiers", lambda: notifiers.start(self.bus),
                                     lambda: notifiers.stop(config.node.stop_timeout)))
-        self._steps.append(Step("transport", lambda: self._start_backends(transport=True),
-                                lambda: self._stop_backends(transport=True)))
-        self._steps.append(Step("backends", self._start_backends, self._stop_backends))
         self.handlers: HandlerSet | None = None
         if config.section("handlers"):
             from platybus.isolation.handlers import HandlerSet
@@ -143,7 +142,14 @@ class Node:
             handlers = self.handlers = HandlerSet.from_config(config, self.context)
             self._steps.append(Step("handlers", handlers.start,
                                     lambda: handlers.stop(config.node.stop_timeout)))
-        self._steps.append(Step("automation", self.automation.start, self.automation.stop))
+        # Every subscriber before any source: what a transport or backend delivers at
+        # start-up (a Redis backlog, a file just created) finds its hooks in place.
+        self._steps.append(Step("automation", lambda: self.automation.start(fire_cron=False),
+                                self.automation.stop))
+        self._steps.append(Step("transport", lambda: self._start_backends(transport=True),
+                                lambda: self._stop_backends(transport=True)))
+        self._steps.append(Step("backends", self._start_backends, self._stop_backends))
+        self._steps.append(Step("cron", self.automation.start_cron, self.automation.stop_cron))
         self._steps.append(
             Step("discovery", lambda: self.discovery.start(self.services()), self.discovery.stop))
         self._stop_lock = threading.Lock()
