@@ -64,6 +64,10 @@ class JournalConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
             raise ValueError("synchronous must be 'normal' or 'full'")
 
 
+# (message_id, owner, name, body, durable, done)
+Row = tuple[str, str, str, bytes | None, bool, bool]
+
+
 class Entry(msgspec.Struct, frozen=True):
     """One accepted run as stored: position, message id, owner, name, attempts, message."""
 
@@ -135,25 +139,28 @@ class Journal:
 
     # -- writing (owner thread) -----------------------------------------------
 
-    def accept(self, rows: Iterable[tuple[str, str, str, bytes, bool]]) -> list[int]:
-        """Record runs ``(message_id, owner, name, body, durable)``; one commit; return seqs.
+    def accept(self, rows: Iterable[Row]) -> list[int]:
+        """Record runs ``(message_id, owner, name, body, durable, done)``; one commit.
 
-        The queued done marks go into the same transaction.
+        Returns their positions. A row recorded done (a run that already ended)
+        needs no body: it is kept to recognise its message. The queued done marks
+        go into the same transaction.
         """
         db = self._require()
         seq = self._next
         batch = []
         seqs = []
-        for message_id, owner, name, body, durable in rows:
-            batch.append((seq, message_id, owner, name, body, 1 if durable else 0))
+        for message_id, owner, name, body, durable, done_ in rows:
+            batch.append((seq, message_id, owner, name, body, 1 if durable else 0,
+                          1 if done_ else 0))
             seqs.append(seq)
             seq += 1
         done = self._take_done()
         try:
             db.execute("BEGIN")
             if batch:
-                db.executemany("INSERT INTO runs (seq, message_id, owner, name, body, durable) "
-                               "VALUES (?, ?, ?, ?, ?, ?)", batch)
+                db.executemany("INSERT INTO runs (seq, message_id, owner, name, body, durable, "
+                               "state) VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
             if done:
                 db.executemany("UPDATE runs SET state = 1, body = NULL WHERE seq = ?", done)
             db.execute("COMMIT")
@@ -163,6 +170,7 @@ class Journal:
                                path=str(self.path)) from None
         self._next = seq
         self.accepted += len(batch)
+        self.finished += sum(1 for row in batch if row[6])
         self.finished += len(done)
         self._after_commit()
         return seqs

@@ -39,7 +39,7 @@ from platybus.automation.trace import Candidate, Trace, TraceStore
 from platybus.bus import Bus, Receipt, Subscription
 from platybus.config import KeyPath, SourceMap, convert
 from platybus.errors import DecodeError, JournalError, NodeNotReady, StepFailed
-from platybus.journal import Entry, Journal
+from platybus.journal import Entry, Journal, Row
 from platybus.messages import Event
 
 log = logging.getLogger("platybus.automation.hooks")
@@ -130,11 +130,15 @@ def build_hook(name: str, options: HookOptions, path: KeyPath, *, engine: Engine
 
 
 class _Accepted:
-    """A durable hook's run for an event, waiting for its journal row before it starts."""
+    """A durable hook's run for an event, waiting for its journal row before it starts.
+
+    ``scope`` is ``None`` for a run that already ended (a hook whose steps never block).
+    """
 
     __slots__ = ("event", "hook", "run", "scope")
 
-    def __init__(self, hook: Hook, event: Event, run: Run, scope: dict[str, Any]) -> None:
+    def __init__(self, hook: Hook, event: Event, run: Run,
+                 scope: dict[str, Any] | None) -> None:
         self.hook = hook
         self.event = event
         self.run = run
@@ -319,12 +323,15 @@ class HookRunner:
             assert journal is not None
             bodies: dict[str, bytes] = {}
             encode = self.codec.encode
-            rows = []
+            rows: list[Row] = []
             for a in accepted:
+                if a.scope is None:
+                    rows.append((a.event.id, "hook", a.hook.name, None, True, True))
+                    continue
                 body = bodies.get(a.event.id)
                 if body is None:
                     body = bodies[a.event.id] = encode(a.event)
-                rows.append((a.event.id, "hook", a.hook.name, body, True))
+                rows.append((a.event.id, "hook", a.hook.name, body, True, False))
             try:
                 seqs = journal.accept(rows)
             except JournalError as error:
@@ -332,7 +339,7 @@ class HookRunner:
                 failure = error
             else:
                 for a, seq in zip(accepted, seqs, strict=True):
-                    a.run.journal = journal
+                    a.run.journal = journal if a.scope is not None else None
                     a.run.seq = seq
         for receipt in receipts:
             if failure is not None:
@@ -340,7 +347,8 @@ class HookRunner:
             else:
                 receipt.set_result(None)
         for a in accepted:
-            self._launch(a.hook, a.run, a.scope)
+            if a.scope is not None:
+                self._launch(a.hook, a.run, a.scope)
         if self._spilled:
             self._write_spilled()
 
@@ -404,7 +412,14 @@ class HookRunner:
             self.runs += 1
             if found is not None:
                 found.append(Candidate(hook=hook.name, matched=True, run=run.id))
-            if durable:
+            if durable and hook.inline:
+                # Steps that never block end right here: the row records the run as done
+                # (no body to keep), in the commit the source waits for. The node dying
+                # before that commit is the run being in flight: it may run again.
+                self._launch(hook, run, scope)
+                assert accepted is not None
+                accepted.append(_Accepted(hook, event, run, None))
+            elif durable:
                 assert accepted is not None
                 accepted.append(_Accepted(hook, event, run, scope))
             else:
@@ -475,7 +490,7 @@ class HookRunner:
         spilled, self._spilled = self._spilled, []
         try:
             seqs = self.journal.accept((run.message_id or "", "hook", hook.name,
-                                        self.codec.encode(scope["event"]), False)
+                                        self.codec.encode(scope["event"]), False, False)
                                        for hook, run, scope in spilled)
         except JournalError as error:
             log.error("%s: %d runs that had no room are lost", error, len(spilled))

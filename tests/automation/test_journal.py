@@ -34,8 +34,10 @@ def test_the_journal_keeps_accepted_runs_until_done_and_forgets_parked_ones(
     path = tmp_path / "j.sqlite"
     journal = Journal(path, JournalConfig())
     journal.open()
-    seqs = journal.accept([("m1", "hook", "a", b"one", True), ("m2", "hook", "a", b"two", True),
-                           ("m3", "hook", "b", b"three", False)])
+    seqs = journal.accept([("m1", "hook", "a", b"one", True, False),
+                           ("m2", "hook", "a", b"two", True, False),
+                           ("m3", "hook", "b", b"three", False, False),
+                           ("m5", "hook", "c", None, True, True)])
     journal.done(seqs[0])
     assert journal.flush() == 1
     assert journal.seen(["m1", "m2", "mx"]) == {"m1", "m2"}
@@ -46,7 +48,8 @@ def test_the_journal_keeps_accepted_runs_until_done_and_forgets_parked_ones(
     # m3 only waited there for room (not durable): a restart forgets it.
     assert [(e.message_id, e.body) for e in again.unfinished()] == [("m2", b"two")]
     assert again.seen(["m1"]) == {"m1"}  # done, but still recognised
-    assert again.accept([("m4", "hook", "a", b"", True)])[0] > seqs[1]
+    assert again.seen(["m5"]) == {"m5"}  # recorded as done at once: recognised, not resumed
+    assert again.accept([("m4", "hook", "a", b"", True, False)])[0] > seqs[1]
     again.close()
 
 

@@ -31,8 +31,8 @@ def counting(sleep: float = 0.0, **options: Any) -> dict[str, Any]:
 def in_flight(node: NodeProcess, pid: int) -> int:
     """Runs the killed process had started whose end its journal does not hold."""
     with sqlite3.connect(node.data / "journal.sqlite") as db:
-        open_ids = {row[0] for row in db.execute("SELECT message_id FROM runs WHERE state = 0")}
-    return sum(1 for run in node.counted() if run["pid"] == pid and run["id"] in open_ids)
+        ended = {row[0] for row in db.execute("SELECT message_id FROM runs WHERE state = 1")}
+    return sum(1 for run in node.counted() if run["pid"] == pid and run["id"] not in ended)
 
 
 def wait_distinct(node: NodeProcess, count: int, timeout: float = 60.0) -> None:
