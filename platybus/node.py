@@ -354,11 +354,11 @@ class Node:
 
     def metrics(self) -> str:
         """Return counters in the Prometheus text format."""
-        from platybus.metrics import render_metrics
+        from platybus.metrics import render_hook_metrics, render_metrics
 
         return render_metrics(
             self.bus.stats(), {name: b.events_sent for name, b in self.backends.items()},
-            self.actions.specs()) + self.automation.metrics()
+            self.actions.specs()) + render_hook_metrics(self.automation.counters())
 
 
 def _with_defaults(plugins: dict[str, ExtensionConfig]) -> list[ExtensionConfig]:

@@ -191,32 +191,16 @@ class Automation:
         }
 
 
-    def metrics(self) -> str:
-        """Hook runs (dropped, waiting, repeated, resumed) and journal counters, as Prometheus
-        text."""
-        from platybus.metrics import PrometheusText
-
-        out = PrometheusText()
+    def counters(self) -> dict[str, Any]:
+        """Hook run counters and each hook's lane (dropped, waiting) as plain values."""
         hooks = self.hooks
-        lanes = [(h.name, h.lane) for h in hooks.hooks if h.lane is not None]
-        out.value("hook_runs_total", "counter", "Hook runs started or accepted.", hooks.runs)
-        out.metric("hook_runs_dropped_total", "counter",
-                   "Hook runs dropped because a max_queued set in the config was reached.",
-                   [({"hook": name}, lane.dropped) for name, lane in lanes])
-        out.metric("hook_runs_waiting", "gauge",
-                   "Hook runs waiting for room (in memory and in the journal).",
-                   [({"hook": name}, len(lane.pending) + lane.parked) for name, lane in lanes])
-        out.value("hook_runs_repeated_total", "counter",
-                  "Deliveries of a message the journal had already accepted (not run again).",
-                  hooks.duplicates)
-        out.value("hook_runs_resumed_total", "counter",
-                  "Unfinished runs taken up again from the journal at start.", hooks.resumed)
-        if self.journal is not None:
-            out.value("journal_accepted_total", "counter", "Runs written to the intake journal.",
-                      self.journal.accepted)
-            out.value("journal_finished_total", "counter", "Journal runs marked done.",
-                      self.journal.finished)
-        return out.text()
+        journal = self.journal
+        return {
+            "runs": hooks.runs, "repeated": hooks.duplicates, "resumed": hooks.resumed,
+            "lanes": [(h.name, h.lane.dropped, len(h.lane.pending) + h.lane.parked)
+                      for h in hooks.hooks if h.lane is not None],
+            "journal": None if journal is None else (journal.accepted, journal.finished),
+        }
 
     def journal_status(self) -> dict[str, Any] | None:
         """The journal's file and counters (``None`` without hooks)."""
