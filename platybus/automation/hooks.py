@@ -13,39 +13,29 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from platybus.automation.backlog import Backlog
 from platybus.automation.conditions import Condition, compile_hook_condition
 from platybus.automation.engine import Engine
 from platybus.automation.isolated import Isolation, has_run_steps
 from platybus.automation.procedures import check_name
-from platybus.automation.runs import (
-    IN_MEMORY,
-    STOPPING,
-    Lane,
-    Mode,
-    Return,
-    Run,
-    RunStopped,
-    Spill,
-)
+from platybus.automation.runs import STOPPING, Lane, Mode, Return, Run, RunStopped
 from platybus.automation.steps import Step, StepCompiler, describe, run_steps
 from platybus.automation.trace import Candidate, Trace, TraceStore
 from platybus.bus import Bus, Receipt, Subscription
 from platybus.config import KeyPath, SourceMap, convert
-from platybus.errors import DecodeError, JournalError, NodeNotReady, StepFailed
-from platybus.journal import Entry, Journal, Row
+from platybus.errors import JournalError, NodeNotReady, StepFailed
+from platybus.journal import Journal, Row
 from platybus.messages import Event
 
 log = logging.getLogger("platybus.automation.hooks")
 
 MAX_BACKLOG = 10_000
-RESUMED = "resumed after restart"
 
 
 class HookOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -156,15 +146,19 @@ class HookRunner:
     def __init__(self, hooks: list[Hook], engine: Engine, store: TraceStore,
                  journal: Journal | None = None) -> None:
         self.journal = journal
+        self._cond = threading.Condition(threading.Lock())
+        self.backlog = (Backlog(journal, engine.context.codec, store, self._new_run,
+                                self._launch, self._wake) if journal is not None else None)
         for order, hook in enumerate(hooks):
             hook.order = order
             spill = None
-            if journal is not None and hook.mode in ("parallel", "queue"):
-                spill = self._spiller(hook)
+            if self.backlog is not None and hook.mode in ("parallel", "queue"):
+                spill = self.backlog.spiller(hook)
             hook.lane = Lane(hook.name, hook.mode, hook.max_parallel, hook.max_queued,
                              engine.submit(hook.steps), spill)
         self.hooks = sorted(hooks, key=lambda h: (h.priority, h.order))
-        self._by_name = {hook.name: hook for hook in hooks}
+        if self.backlog is not None:
+            self.backlog.hooks = {hook.name: hook for hook in hooks}
         self.engine = engine
         self.store = store
         self.node_id = engine.node_id
@@ -172,20 +166,15 @@ class HookRunner:
         self.durable = journal is not None and any(h.durable for h in hooks)
         self._by_type: dict[str, list[Hook]] = {}
         self._queue: deque[Event | tuple[Event, Receipt]] = deque()
-        self._cond = threading.Condition(threading.Lock())
         self._waiting = False
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._subscription: Subscription | None = None
         self._bus: Bus | None = None
-        self._refills: set[str] = set()
-        self._spilled: list[tuple[Hook, Run, dict[str, Any]]] = []
-        self._park_from: dict[str, int] = {}
         self.events = 0
         self.throttled = 0
         self.runs = 0
         self.duplicates = 0
-        self.resumed = 0
 
     def candidates(self, event_type: str) -> list[Hook]:
         """The enabled hooks whose type gate passes, in priority order (cached per type)."""
@@ -269,18 +258,25 @@ class HookRunner:
                 self._cond.notify()
         return receipt
 
+    @property
+    def resumed(self) -> int:
+        """Unfinished runs taken up again from the journal at start."""
+        return self.backlog.resumed if self.backlog is not None else 0
+
     def _loop(self) -> None:
         journal = self.journal
-        if journal is not None:
+        backlog = self.backlog
+        if backlog is not None:
             try:
-                self._resume()
+                backlog.resume()
             except Exception:
                 log.exception("resuming the runs the journal holds failed")
         cond = self._cond
         interval = journal.config.flush_interval if journal is not None else None
         while True:
             with cond:
-                while not self._queue and not self._stopping and not self._refills:
+                while (not self._queue and not self._stopping
+                       and not (backlog is not None and backlog.requested)):
                     self._waiting = True
                     # Done marks wait a moment for company: one commit for many.
                     cond.wait(interval if journal is not None and journal.dirty else None)
@@ -290,12 +286,11 @@ class HookRunner:
                 if self._stopping:
                     return
                 batch, self._queue = self._queue, deque()
-                refills, self._refills = self._refills, set()
                 cond.notify_all()  # a dispatcher waiting for room
             try:
                 self._handle(batch)
-                for name in refills:
-                    self._refill(self._by_name[name])
+                if backlog is not None:
+                    backlog.refill_requested()
                 if journal is not None and journal.dirty:
                     journal.flush()
             except Exception:
@@ -349,8 +344,8 @@ class HookRunner:
         for a in accepted:
             if a.scope is not None:
                 self._launch(a.hook, a.run, a.scope)
-        if self._spilled:
-            self._write_spilled()
+        if self.backlog is not None:
+            self.backlog.write_spilled()
 
     def _repeats(self, batch: deque[Event | tuple[Event, Receipt]]) -> set[str] | None:
         # Only another node's message can come twice (its stream redelivers it after a crash).
@@ -464,133 +459,6 @@ class HookRunner:
             run.finish("error", f"{type(error).__name__}: {error}")
             return
         run.finish("ok")
-
-    # -- runs waiting in the journal -------------------------------------------
-
-    def _spiller(self, hook: Hook) -> Spill:
-        def spill(run: Run | None, scope: dict[str, Any] | None) -> None:
-            if run is None:
-                with self._cond:  # from a worker: the runner thread reads the journal
-                    self._refills.add(hook.name)
-                    if self._waiting:
-                        self._cond.notify()
-                return
-            if run.journal is None:  # not durable: its row is written for the wait only
-                assert scope is not None
-                self._spilled.append((hook, run, scope))
-            else:
-                self._park_from.setdefault(hook.name, run.seq)
-            if hook.lane is not None and hook.lane.wants_refill():
-                self._refills.add(hook.name)
-
-        return spill
-
-    def _write_spilled(self) -> None:
-        assert self.journal is not None
-        spilled, self._spilled = self._spilled, []
-        try:
-            seqs = self.journal.accept((run.message_id or "", "hook", hook.name,
-                                        self.codec.encode(scope["event"]), False, False)
-                                       for hook, run, scope in spilled)
-        except JournalError as error:
-            log.error("%s: %d runs that had no room are lost", error, len(spilled))
-            return
-        for (hook, _, _), seq in zip(spilled, seqs, strict=True):
-            self._park_from.setdefault(hook.name, seq)
-
-    def _refill(self, hook: Hook) -> None:
-        assert self.journal is not None
-        assert hook.lane is not None
-        if self._spilled:
-            self._write_spilled()
-        start = self._park_from.get(hook.name)
-        if start is None:
-            hook.lane.unpark([], more=False)
-            return
-        limit = IN_MEMORY // 2
-        entries = self.journal.waiting("hook", hook.name, start, limit)
-        more = len(entries) == limit
-        if more:
-            self._park_from[hook.name] = entries[-1].seq + 1
-        else:
-            del self._park_from[hook.name]
-        runs = [r for r in (self._revive(hook, e) for e in entries) if r is not None]
-        hook.lane.unpark(runs, more)
-
-    def _revive(self, hook: Hook, entry: Entry) -> tuple[Run, dict[str, Any]] | None:
-        assert self.journal is not None
-        try:
-            event = self.codec.decode(entry.body)
-        except DecodeError as error:
-            log.error("journal row %d of hook %s does not decode (%s): dropped", entry.seq,
-                      hook.name, error)
-            self.journal.done(entry.seq)
-            return None
-        if not isinstance(event, Event):
-            self.journal.done(entry.seq)
-            return None
-        run, scope = self._new_run(hook, event, hook.condition.match(event))
-        run.journal = self.journal
-        run.seq = entry.seq
-        if entry.attempts:
-            run.note = RESUMED
-        return run, scope
-
-    def _resume(self) -> None:
-        # Everything unfinished waits in the journal, as if parked: lanes take it back
-        # as they have room, oldest first, before any newer run of the same hook.
-        journal = self.journal
-        assert journal is not None
-        entries = journal.unfinished()
-        if not entries:
-            return
-        again: list[Entry] = []
-        first: dict[str, int] = {}
-        counts: dict[str, int] = {}
-        for entry in entries:
-            hook = self._by_name.get(entry.name)
-            if hook is None or not hook.enabled:
-                log.warning("journal: hook %s is gone or disabled; its run for message %s "
-                            "is dropped", entry.name, entry.message_id)
-                journal.done(entry.seq)
-                continue
-            if entry.attempts >= journal.config.max_resumes:
-                log.error("hook %s: run for message %s was cut short by %d restarts; given "
-                          "up", hook.name, entry.message_id, entry.attempts)
-                self.store.add(Trace(id=f"{entry.message_id}.{entry.seq}", kind="hook",
-                                     name=hook.name, ts=time.time(),
-                                     message_id=entry.message_id, outcome="error",
-                                     error=f"given up: cut short by {entry.attempts} "
-                                           "restarts"))
-                journal.done(entry.seq)
-                continue
-            again.append(entry)
-            first.setdefault(hook.name, entry.seq)
-            counts[hook.name] = counts.get(hook.name, 0) + 1
-        journal.resumed_once(again)
-        self.resumed += len(again)
-        log.info("journal: %d runs accepted before the last stop run again", len(again))
-        for name, seq in first.items():
-            hook = self._by_name[name]
-            if hook.inline or hook.lane is None or hook.lane.spill is None:
-                self._resume_direct(hook, seq)
-                continue
-            self._park_from[name] = seq
-            hook.lane.parked += counts[name]
-            self._refill(hook)
-
-    def _resume_direct(self, hook: Hook, start: int) -> None:
-        assert self.journal is not None
-        while True:
-            entries = self.journal.waiting("hook", hook.name, start, IN_MEMORY)
-            for entry in entries:
-                revived = self._revive(hook, entry)
-                if revived is not None:
-                    self._launch(hook, *revived)
-            if len(entries) < IN_MEMORY:
-                return
-            start = entries[-1].seq + 1
-
 
 def explain(hooks: list[Hook], event: Event) -> list[dict[str, Any]]:
     """Say which hooks would fire for ``event``, with their rendered actions, and why not."""

@@ -311,6 +311,11 @@ class Lane:
         for run, scope in starts:
             self._start(run, scope)
 
+    def add_parked(self, count: int) -> None:
+        """Count runs that already wait in the journal (left by the last run of the node)."""
+        with self._lock:
+            self.parked += count
+
     def wants_refill(self) -> bool:
         """Whether runs wait in the journal and there is room for them in memory (once)."""
         with self._lock:
