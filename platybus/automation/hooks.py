@@ -31,7 +31,7 @@ from platybus.bus import Bus, Receipt, Subscription
 from platybus.config import KeyPath, SourceMap, convert
 from platybus.errors import JournalError, NodeNotReady, StepFailed
 from platybus.journal import Journal, Row
-from platybus.messages import Event
+from platybus.messages import Event, caused_by
 
 log = logging.getLogger("platybus.automation.hooks")
 
@@ -444,7 +444,8 @@ class HookRunner:
             hook.lane.offer(run, scope)
             return
         try:
-            run_steps(hook.steps, run, scope)
+            with caused_by(run.message_id):
+                run_steps(hook.steps, run, scope)
         except Return:
             pass
         except StepFailed as error:
