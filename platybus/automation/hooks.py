@@ -408,12 +408,15 @@ class HookRunner:
             if found is not None:
                 found.append(Candidate(hook=hook.name, matched=True, run=run.id))
             if durable and hook.inline:
-                # Steps that never block end right here: the row records the run as done
-                # (no body to keep), in the commit the source waits for. The node dying
-                # before that commit is the run being in flight: it may run again.
+                # Steps that never block end right here, before any row could be written:
+                # there is nothing to resume. Another node's message gets a row (as done,
+                # no body) so that a redelivery is recognised; the node dying before that
+                # commit is the run being in flight: it may run again. This node's own
+                # events are never delivered twice, so they need no row at all.
                 self._launch(hook, run, scope)
-                assert accepted is not None
-                accepted.append(_Accepted(hook, event, run, None))
+                if event.origin is not None and event.origin != self.node_id:
+                    assert accepted is not None
+                    accepted.append(_Accepted(hook, event, run, None))
             elif durable:
                 assert accepted is not None
                 accepted.append(_Accepted(hook, event, run, scope))

@@ -7,8 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from platybus.codec import Codec
+from platybus.config import load_config
 from platybus.journal import Journal, JournalConfig
 from platybus.messages import Event
+from platybus.node import validate
 from tests.automation.conftest import Harness, wait_for
 
 Make = Callable[..., Harness]
@@ -136,3 +138,18 @@ def test_a_delivery_is_safe_only_once_the_journal_has_it(harness: Make, tmp_path
         [(body, state)] = db.execute("SELECT body, state FROM runs").fetchall()
     assert state == 0
     assert Codec().decode(body).data == {"n": 1}  # type: ignore[attr-defined]
+
+
+def test_the_documented_journal_example_loads(tmp_path: Path) -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs/automation/hooks.md").read_text()
+    section = page[page.index("## Delivery: what a hook is promised"):]
+    start = section.index("```yaml") + len("```yaml")
+    example = section[start:section.index("```", start)]
+    config = tmp_path / "c.yaml"
+    config.write_text(f"node: {{id: doc, data_dir: {tmp_path / 'data'}}}\n"
+                      "plugins: {shell: {}}\n" + example)
+    node = validate(load_config(config))
+    assert {h.name: h.durable for h in node.automation.hooks.hooks} == {
+        "archive": True, "blink": False}
+    assert node.automation.journal is not None
+    assert node.automation.journal.config.max_resumes == 3
