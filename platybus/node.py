@@ -1,11 +1,13 @@
 """The :class:`Node`: builds everything from config, starts and stops it in order.
 
-Start order: bus → plugins → notifiers → transports (backends marked ``transport``,
-such as the Redis link) → other backends → handlers → automation → discovery
-(zeroconf announce and browse) → ``node.started``. Stop runs the same steps in
-reverse and is idempotent. The whole stop is bounded by ``node.stop_timeout``: one
-deadline is taken when it begins and every step gets what is left of it. A step (or a
-plugin) that has not returned by then, and a thread still alive, is logged by name and
+Start order, every subscriber before any source: bus → plugins → notifiers →
+handlers → automation (hooks subscribed, the journal's unfinished runs resumed,
+cron armed) → transports (backends marked ``transport``, such as the Redis link)
+→ other backends (file monitor, HTTP) → cron firing → discovery (zeroconf
+announce and browse) → ``node.started``. Stop runs the same steps in reverse and
+is idempotent. The whole stop is bounded by ``node.stop_timeout``: one deadline is
+taken when it begins and every step gets what is left of it. A step (or a plugin)
+that has not returned by then, and a thread still alive, is logged by name and
 left behind, so one hung component cannot keep the node from stopping.
 """
 
@@ -144,10 +146,7 @@ class Node:
             self.actions.add(ActionSpec.from_function(
                 "notifiers.status", notifiers.status, blocking=False))
             self._steps.append(Phase("notifiers", lambda: notifiers.start(self.bus),
-                                    _by(notifiers.stop)))
-        self._steps.append(Phase("transport", lambda: self._start_backends(transport=True),
-                                lambda deadline: self._stop_backends(deadline, True)))
-        self._steps.append(Phase("backends", self._start_backends, self._stop_backends))
+                                     _by(notifiers.stop)))
         self.handlers: HandlerSet | None = None
         if config.section("handlers"):
             from platybus.isolation.handlers import HandlerSet
@@ -156,9 +155,17 @@ class Node:
             # worker processes start on demand once the step has run.
             handlers = self.handlers = HandlerSet.from_config(config, self.context)
             self._steps.append(Phase("handlers", handlers.start, _by(handlers.stop)))
-        self._steps.append(Phase("automation", self.automation.start, _by(self.automation.stop)))
+        # Every subscriber before any source: what a transport or backend delivers at
+        # start-up (a Redis backlog, a file just created) finds its hooks in place.
+        self._steps.append(Phase("automation", lambda: self.automation.start(fire_cron=False),
+                                 _by(self.automation.stop)))
+        self._steps.append(Phase("transport", lambda: self._start_backends(transport=True),
+                                 lambda deadline: self._stop_backends(deadline, True)))
+        self._steps.append(Phase("backends", self._start_backends, self._stop_backends))
+        self._steps.append(Phase("cron", self.automation.start_cron,
+                                 _by(self.automation.stop_cron)))
         self._steps.append(Phase("discovery", lambda: self.discovery.start(self.services()),
-                                lambda _: self.discovery.stop()))
+                                 lambda _: self.discovery.stop()))
         self._stop_lock = threading.Lock()
         self._stopped = threading.Event()
 
@@ -186,9 +193,9 @@ class Node:
             raise
         self.state = "ready"
         self.started_at = time.time()
-        log.info("node %s ready in %.3fs (%d plugins, %d backends, %d actions)",
-                 self.id, time.monotonic() - began, len(self.plugins), len(self.backends),
-                 len(self.actions.specs()))
+        log.info("node %s ready in %.3fs (%s, %s, %s)", self.id, time.monotonic() - began,
+                 counted(len(self.plugins), "plugin"), counted(len(self.backends), "backend"),
+                 counted(len(self.actions.specs()), "action"))
         self.bus.publish(NodeStarted(origin=self.id,
                                      data=NodeEventData(node_id=self.id, version=__version__)))
 
@@ -375,11 +382,11 @@ class Node:
 
     def metrics(self) -> str:
         """Return counters in the Prometheus text format."""
-        from platybus.metrics import render_metrics
+        from platybus.metrics import render_hook_metrics, render_metrics
 
         return render_metrics(
             self.bus.stats(), {name: b.events_sent for name, b in self.backends.items()},
-            self.actions.specs())
+            self.actions.specs()) + render_hook_metrics(self.automation.counters())
 
 
 def _share(deadline: float, more_to_come: bool) -> float:
@@ -422,3 +429,8 @@ def _typed(cls: type[Plugin] | type[Backend], ext: ExtensionConfig, config: Conf
 def validate(config: Config) -> Node:
     """Build (without starting) a node from ``config``: every check that needs no I/O."""
     return Node(config)
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 plugin``, ``2 plugins``: a count with its noun in the right number."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
