@@ -9,6 +9,8 @@ reverse, each bounded by ``node.stop_timeout``, and is idempotent.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -73,6 +75,9 @@ class Node:
         self.id = config.node.id
         self.data_dir = config.data_dir
         self.state: State = "created"
+        # What a user compares to tell whether two nodes (or two starts) run the same config.
+        self.config_hash = hashlib.sha256(
+            json.dumps(config.raw, sort_keys=True, default=str).encode()).hexdigest()[:12]
         self.started_at = 0.0
         self.types = EventTypes()
         self.codec = Codec(self.types, max_size=config.node.max_message_size)
@@ -129,6 +134,12 @@ class Node:
             notifiers = self.notifiers = NotifierManager.from_config(config, self.codec)
             self.actions.add(ActionSpec.from_function(
                 "notifiers.status", notifiers.status, blocking=False))
+            from platybus.notify.manager import OutboxActions
+
+            outbox = OutboxActions(notifiers)
+            for verb, fn in (("list", outbox.list), ("retry", outbox.retry),
+                             ("drop", outbox.drop)):
+                self.actions.add(ActionSpec.from_function(f"outbox.{verb}", fn))
             self._steps.append(Step("notifiers", lambda: notifiers.start(self.bus),
                                     lambda: notifiers.stop(config.node.stop_timeout)))
         self._steps.append(Step("transport", lambda: self._start_backends(transport=True),
@@ -330,6 +341,7 @@ class Node:
             "ready": self.state == "ready",
             "version": __version__,
             "uptime": round(time.time() - self.started_at, 3) if self.started_at else 0.0,
+            "config_hash": self.config_hash,
             "components": components,
         }
 

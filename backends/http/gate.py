@@ -84,7 +84,7 @@ class Gate:
             value.strip().encode(), self.token)
 
     def denied(self, request: web.Request, route: str,
-               needs_ready: bool = True) -> web.Response | None:
+               needs_ready: bool = True, scope: str = "read") -> web.Response | None:
         """Return the refusal of a request that may not pass, else ``None``."""
         if not self.authorized(request, route):
             return self.error(route, 401, ErrorInfo(
