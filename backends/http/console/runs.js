@@ -1,7 +1,7 @@
 // Runs and reasons: hooks, cron jobs and procedures, their last runs, and an explain box.
 import { h, clear, when, time, short, pretty, ms } from './dom.js';
 
-const BAD = new Set(['failed', 'timeout', 'dropped']);
+const BAD = new Set(['error', 'failed', 'timeout', 'dropped']);
 
 class RunsPage extends HTMLElement {
   attach(app) {
