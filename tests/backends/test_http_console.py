@@ -133,7 +133,7 @@ def test_runs_and_explain(start_node: Callable[..., Any], tmp_path: Path) -> Non
         "picky": {"if": {"type": "demo.go", "data.level": {"$gt": 5}},
                   "then": [{"action": "log.info", "args": {"message": "high"}}]},
     }
-    node, port = start_node(hooks=hooks)
+    _node, port = start_node(hooks=hooks)
     status, _, _ = call(port, "POST", "/events", {"type": "demo.go", "data": {"level": 1}})
     assert status == 202
     deadline = time.monotonic() + 15
