@@ -22,10 +22,14 @@ export function clear(el) {
   return el;
 }
 
+const two = (n) => (n < 10 ? '0' : '') + n;
+
+// By hand: toLocaleTimeString builds a formatter on every call, far too slow per row.
 export function time(ts) {
   if (!ts) return '-';
   const d = new Date(ts * 1000);
-  return d.toLocaleTimeString([], { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0');
+  const milli = d.getMilliseconds();
+  return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}.${milli < 10 ? '00' : milli < 100 ? '0' : ''}${milli}`;
 }
 
 export function when(ts) {

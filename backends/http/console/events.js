@@ -1,6 +1,9 @@
 // Live events: a selector box, pause/resume, capped rows rendered in batches.
 import { h, clear, time, short, pretty } from './dom.js';
 
+const FLUSH_MS = 100;
+const MAX_FLUSH_MS = 1000;
+
 class EventsPage extends HTMLElement {
   attach(app) {
     this.app = app;
@@ -11,6 +14,8 @@ class EventsPage extends HTMLElement {
     this.received = 0;
     this.paused = false;
     this.scheduled = false;
+    this.lastFlush = 0;
+    this.interval = FLUSH_MS;
     this.filter = '';
     this.render();
     this.connect();
@@ -27,6 +32,11 @@ class EventsPage extends HTMLElement {
     this.statusLine = h('p', { class: 'status-line', id: 'event-status' });
     this.list = h('div', { class: 'rows', id: 'event-rows', 'aria-label': 'Events, newest first',
       'data-empty': 'No events yet. They appear here as they happen.' });
+    // One listener for every row: rows come and go by the hundred each second.
+    this.list.addEventListener('click', (e) => {
+      const head = e.target.closest('.row-head');
+      if (head && this.list.contains(head)) this.toggle(head.parentElement);
+    });
     const form = h('form', { class: 'toolbar', onsubmit: (e) => { e.preventDefault(); this.apply(); } },
       h('div', { class: 'grow' },
         h('label', { for: 'selector' }, 'Selector'),
@@ -111,42 +121,72 @@ class EventsPage extends HTMLElement {
   schedule() {
     if (this.scheduled) return;
     this.scheduled = true;
-    // One draw per frame, whatever the rate; a hidden tab still drains within a second.
-    const draw = () => { if (this.scheduled) this.flush(); };
-    requestAnimationFrame(draw);
-    setTimeout(draw, 250);
+    // At most one draw per FLUSH_MS, whatever the rate: each draw lays out the list once,
+    // so a flood costs a few layouts a second, not one per event. A hidden tab still
+    // drains (timers run there, animation frames do not).
+    const wait = Math.max(0, this.lastFlush + this.interval - performance.now());
+    setTimeout(() => requestAnimationFrame(() => this.flush()), wait);
+    setTimeout(() => { if (this.scheduled && document.hidden) this.flush(); }, wait + 1000);
   }
 
   flush() {
+    if (!this.scheduled) return;
     this.scheduled = false;
+    const started = this.lastFlush = performance.now();
     const batch = this.pending;
     this.pending = [];
     if (batch.length) {
       const fragment = document.createDocumentFragment();
       for (let i = batch.length - 1; i >= 0; i--) fragment.append(this.row(batch[i]));
-      this.list.prepend(fragment);
-      let extra = this.list.childElementCount - this.cap;
-      while (extra-- > 0) {
-        const last = this.list.lastElementChild;
-        this.byId.delete(last.dataset.id);
-        last.remove();
+      if (batch.length >= this.cap) {
+        this.forget(this.list.children, 0);
+        this.list.replaceChildren(fragment);
+      } else {
+        this.list.prepend(fragment);
+        const rows = this.list.children;
+        if (rows.length > this.cap) {
+          // One range removal instead of one removal per row.
+          this.forget(rows, this.cap);
+          const range = document.createRange();
+          range.setStartBefore(rows[this.cap]);
+          range.setEndAfter(this.list.lastChild);
+          range.deleteContents();
+        }
       }
     }
     this.updateStatus();
+    // Draws keep to about a tenth of the main thread: a slow machine draws less often,
+    // in bigger batches, and keeps answering clicks and keys.
+    const cost = performance.now() - started;
+    this.interval = Math.min(MAX_FLUSH_MS, Math.max(FLUSH_MS, cost * 10));
+  }
+
+  forget(rows, from) {
+    for (let i = from; i < rows.length; i++) {
+      const id = rows[i].dataset.id;
+      if (this.byId.get(id) === rows[i]) this.byId.delete(id);
+    }
   }
 
   row(message) {
-    const row = h('details', { class: 'row', 'data-id': message.id, 'data-type': message.type || message.kind },
-      h('summary', {},
-        h('span', { class: 'mono time' }, time(message.ts)),
-        h('span', { class: 'type' }, message.type || message.action || message.kind),
-        h('span', { class: 'origin muted' }, message.origin || ''),
-        h('span', { class: 'short mono' }, short(message.data ?? message.args ?? message.output ?? message.error))));
+    const head = h('button', { type: 'button', class: 'row-head', 'aria-expanded': 'false' },
+      h('span', { class: 'mono time' }, time(message.ts)),
+      h('span', { class: 'type' }, message.type || message.action || message.kind),
+      h('span', { class: 'origin muted' }, message.origin || ''),
+      h('span', { class: 'short mono' }, short(message.data ?? message.args ?? message.output ?? message.error)));
+    const row = h('div', { class: 'row', 'data-id': message.id, 'data-type': message.type || message.kind }, head);
     row.message = message;
-    // The body is built on first opening: most rows are never opened.
-    row.addEventListener('toggle', () => { if (row.open && !row.built) this.fill(row); });
     this.byId.set(message.id, row);
     return row;
+  }
+
+  toggle(row, open) {
+    const head = row.firstElementChild;
+    const expanded = open ?? head.getAttribute('aria-expanded') !== 'true';
+    head.setAttribute('aria-expanded', String(expanded));
+    row.classList.toggle('open', expanded);
+    // The body is built on first opening: most rows are never opened.
+    if (expanded && !row.built) this.fill(row);
   }
 
   fill(row) {
@@ -180,9 +220,9 @@ class EventsPage extends HTMLElement {
       this.statusLine.textContent = `The parent ${id} is no longer shown (only the last ${this.cap} rows are kept, or it did not match the selector).`;
       return;
     }
-    row.open = true;
+    this.toggle(row, true);
     row.scrollIntoView({ block: 'center' });
-    row.querySelector('summary').focus();
+    row.firstElementChild.focus();
     row.classList.add('flash');
     setTimeout(() => row.classList.remove('flash'), 1500);
   }
