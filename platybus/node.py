@@ -27,7 +27,7 @@ from platybus.actions import ActionRegistry, ActionRunner, ActionSpec
 from platybus.automation import Automation
 from platybus.bus import Bus
 from platybus.codec import Codec
-from platybus.config import Config, ExtensionConfig
+from platybus.config import COMMON_KEYS, Config, ExtensionConfig
 from platybus.discovery import EVENT_TYPES as DISCOVERY_EVENTS
 from platybus.discovery import Discovery, load_discovery_config
 from platybus.errors import ExtensionError, NodeAlreadyRunning, NodeError, PlatybusError
@@ -57,8 +57,8 @@ READY_TIMEOUT = 10.0
 
 
 @dataclass
-class Step:
-    """One named start/stop step of the node."""
+class Phase:
+    """One named start/stop phase of the node."""
 
     name: str
     start: Callable[[], None]
@@ -120,31 +120,29 @@ class Node:
         self.automation = Automation(config, self.context)
         self._lock_file: IO[str] | None = None
         self._steps = [
-            Step("lock", self._acquire_lock, self._release_lock),
-            Step("bus", self.bus.start, lambda: self.bus.stop(config.node.stop_timeout), True),
-            Step("plugins", self._start_plugins, self._stop_plugins, True),
-            Step("actions", self.runner.start,
-                 lambda: self.runner.stop(config.node.stop_timeout), True),
+            Phase("lock", self._acquire_lock, self._release_lock),
+            Phase("bus", self.bus.start, lambda: self.bus.stop(config.node.stop_timeout), True),
+            Phase("plugins", self._start_plugins, self._stop_plugins, True),
+            Phase("actions", self.runner.start,
+                  lambda: self.runner.stop(config.node.stop_timeout), True),
         ]
         self.notifiers: NotifierManager | None = None
         if config.section("notifiers"):
-            from platybus.notify.manager import NotifierManager
+            from platybus.notify.manager import NotifierManager, OutboxActions
 
             # Before the backends, so no event they publish at start-up is missed.
-            notifiers = self.notifiers = NotifierManager.from_config(config, self.codec)
+            notifiers = self.notifiers = NotifierManager.from_config(config, self.context)
             self.actions.add(ActionSpec.from_function(
                 "notifiers.status", notifiers.status, blocking=False))
-            from platybus.notify.manager import OutboxActions
-
             outbox = OutboxActions(notifiers)
             for verb, fn in (("list", outbox.list), ("retry", outbox.retry),
                              ("drop", outbox.drop)):
                 self.actions.add(ActionSpec.from_function(f"outbox.{verb}", fn))
-            self._steps.append(Step("notifiers", lambda: notifiers.start(self.bus),
-                                    lambda: notifiers.stop(config.node.stop_timeout)))
-        self._steps.append(Step("transport", lambda: self._start_backends(transport=True),
-                                lambda: self._stop_backends(transport=True)))
-        self._steps.append(Step("backends", self._start_backends, self._stop_backends))
+            self._steps.append(Phase("notifiers", lambda: notifiers.start(self.bus),
+                                     lambda: notifiers.stop(config.node.stop_timeout)))
+        self._steps.append(Phase("transport", lambda: self._start_backends(transport=True),
+                                 lambda: self._stop_backends(transport=True)))
+        self._steps.append(Phase("backends", self._start_backends, self._stop_backends))
         self.handlers: HandlerSet | None = None
         if config.section("handlers"):
             from platybus.isolation.handlers import HandlerSet
@@ -152,11 +150,11 @@ class Node:
             # Built (classes imported) now, so a bad entry point fails validation;
             # worker processes start on demand once the step has run.
             handlers = self.handlers = HandlerSet.from_config(config, self.context)
-            self._steps.append(Step("handlers", handlers.start,
-                                    lambda: handlers.stop(config.node.stop_timeout)))
-        self._steps.append(Step("automation", self.automation.start, self.automation.stop))
+            self._steps.append(Phase("handlers", handlers.start,
+                                     lambda: handlers.stop(config.node.stop_timeout)))
+        self._steps.append(Phase("automation", self.automation.start, self.automation.stop))
         self._steps.append(
-            Step("discovery", lambda: self.discovery.start(self.services()), self.discovery.stop))
+            Phase("discovery", lambda: self.discovery.start(self.services()), self.discovery.stop))
         self._stop_lock = threading.Lock()
         self._stopped = threading.Event()
 
@@ -380,12 +378,11 @@ def _resolve(ext: ExtensionConfig, group: str, base: type[Any], search: list[Pat
     try:
         return load_class(group, ext.name, base, spec=ext.class_spec, search_path=search)
     except PlatybusError as error:
-        where = (*ext.path, "class") if ext.class_spec else ext.path
-        raise config.source.error(where, str(error)) from None
+        raise config.source.error(ext.class_path, str(error)) from None
 
 
 def _typed(cls: type[Plugin] | type[Backend], ext: ExtensionConfig, config: Config) -> Any:
-    return config.convert(ext.options, cls.Config, ext.path)
+    return config.convert(ext.options, cls.Config, ext.path, also_known=COMMON_KEYS)
 
 
 def validate(config: Config) -> Node:
