@@ -190,9 +190,8 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 def test_outbox_entries_are_listed_retried_and_dropped(
         start_node: Callable[..., Any]) -> None:
     hook_port = free_port()
-    notifiers = {"hook": {"type": "webhook", "if": "type=alarm.*",
-                          "options": {"url": f"http://127.0.0.1:{hook_port}/", "retries": 0,
-                                      "timeout": 2},
+    notifiers = {"hook": {"class": "webhook", "if": "type=alarm.*",
+                          "url": f"http://127.0.0.1:{hook_port}/", "retries": 0, "timeout": 2,
                           "retry": {"initial": 3600}}}
     _, port = start_node(notifiers=notifiers)
     for n in range(2):
@@ -229,3 +228,54 @@ def test_outbox_entries_are_listed_retried_and_dropped(
     status, _, body = call(port, "POST", "/outbox",
                            {"op": "burn", "notifier": "hook", "event_id": "x"})
     assert status == 400
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_console_file_is_package_data() -> None:
+    import fnmatch
+    import tomllib
+
+    setup = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = setup["package-data"]["platybus.backends.http"]
+    folder = REPO / "backends" / "http" / "console"
+    files = [p.relative_to(folder.parent).as_posix() for p in folder.iterdir()]
+    assert "console/index.html" in files
+    missing = [f for f in files if not any(fnmatch.fnmatch(f, p) for p in patterns)]
+    assert not missing, f"not shipped in the wheel: {missing}"
+
+
+def test_the_documented_example_serves_the_console_and_prints_its_link(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    config = yaml.safe_load((REPO / "docs" / "examples" / "console.yaml").read_text())
+    config["backends"]["http"]["port"] = 0
+    config["node"]["data_dir"] = str(tmp_path / "data")
+    config["backends"]["file_monitor"]["paths"][0]["path"] = str(tmp_path / "watched")
+    path = tmp_path / "console.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("PLATYBUS_TOKEN", "doc+token/1")
+    node = Node(load_config(path))
+    node.start()
+    try:
+        backend = node.backends["http"]
+        assert isinstance(backend, HttpBackend)
+        status, _, page = call(backend.port, "GET", "/", headers={})
+        assert status == 200
+        assert b'content="300"' in page
+        url = f"http://127.0.0.1:{backend.port}"
+        done = subprocess.run([sys.executable, "-m", "platybus", "console", "--url", url],
+                              capture_output=True, text=True, timeout=30, check=False,
+                              cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"{url}/#token=doc%2Btoken%2F1"
+        assert done.stderr == ""
+        wrong = subprocess.run([sys.executable, "-m", "platybus", "console", "--url", url,
+                                "--token", "nope"], capture_output=True, text=True,
+                               timeout=30, check=False, cwd=tmp_path)
+        assert "refuses this token" in wrong.stderr
+    finally:
+        node.stop()

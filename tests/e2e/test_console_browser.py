@@ -15,9 +15,12 @@ from typing import Any
 import aiohttp
 import pytest
 from console_browser import NodeProcess, launch_browser
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 pytestmark = pytest.mark.slow
+PlaywrightTimeout = pytest.importorskip(
+    "playwright.sync_api",
+    reason="BROWSER TESTS SKIPPED: playwright is not installed (pip install -e '.[dev]')",
+).TimeoutError
 
 TOKEN = "browser-admin-token"
 ROWS = 200

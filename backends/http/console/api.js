@@ -25,11 +25,9 @@ export class Api {
   }
 
   headers(accept = 'application/json') {
-    return {
-      Authorization: `Bearer ${this.token}`,
-      'Content-Type': 'application/json',
-      Accept: accept,
-    };
+    const headers = { 'Content-Type': 'application/json', Accept: accept };
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    return headers;
   }
 
   async request(method, path, body) {

@@ -31,13 +31,14 @@ class ConsoleApp {
     if (fromLink) history.replaceState(null, '', location.pathname + location.search);
     const token = fromLink || sessionStorage.getItem(KEY);
     if (token) await this.signIn(token);
-    else $('token').focus();
+    // A loopback node without a token lets this machine in as it is.
+    else if (!(await this.signIn('', true))) $('token').focus();
   }
 
-  async signIn(token) {
+  async signIn(token, probe = false) {
     const error = $('sign-in-error');
     error.textContent = '';
-    if (!token) {
+    if (!token && !probe) {
       error.textContent = 'Paste a token first.';
       return;
     }
@@ -56,18 +57,19 @@ class ConsoleApp {
         }
       }
       if (!who) {
+        if (probe) return false;
         sessionStorage.removeItem(KEY);
         error.textContent = failure.status === 401
           ? 'This token was refused by the node (wrong or expired token).'
           : `Cannot sign in: ${failure.message}`;
         $('token').setAttribute('aria-invalid', 'true');
         $('token').focus();
-        return;
+        return false;
       }
     }
     $('token').removeAttribute('aria-invalid');
     $('token').value = '';
-    sessionStorage.setItem(KEY, token);
+    if (token) sessionStorage.setItem(KEY, token);
     this.api = api;
     this.who = { execute: [], ...who };
     $('sign-in').hidden = true;
@@ -88,6 +90,7 @@ class ConsoleApp {
       console.warn('node info', failure);
     }
     this.show('events');
+    return true;
   }
 
   signOut() {
