@@ -41,6 +41,7 @@ from platybus.extensions import (
     load_class,
 )
 from platybus.messages import EventTypes, NodeEventData, NodeStarted, NodeStopped
+from platybus.sdnotify import SystemdNotifier
 
 if TYPE_CHECKING:
     from platybus.isolation.handlers import HandlerSet
@@ -234,12 +235,16 @@ class Node:
             received.append(signum)
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        systemd = SystemdNotifier()
         try:
             self.start()
+            systemd.ready(f"node {self.id} ready")
             while not received:
+                systemd.ping_if_due()
                 time.sleep(0.1)
             log.info("received %s, stopping", signal.Signals(received[0]).name)
         finally:
+            systemd.stopping()
             self.stop()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
