@@ -71,7 +71,7 @@ class NodeApi:
     # -- helpers -------------------------------------------------------------
 
     def _denied(self, request: web.Request, route: str, scope: str) -> web.Response | None:
-        return self.gate.denied(request, route, needs_ready=False, scope=scope)
+        return self.gate.denied(request, route, needs=scope, needs_ready=False)
 
     def has(self, name: str) -> bool:
         """Whether this node has an action of that name."""
