@@ -80,6 +80,7 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     log_format: Literal["text", "json"] = "text"
     extensions_path: list[str] = msgspec.field(default_factory=list)
     max_message_size: int = 1 << 20
+    max_message_depth: int = 64
     stop_timeout: float = 5.0
     bus: BusConfig = msgspec.field(default_factory=BusConfig)
 

@@ -75,7 +75,8 @@ class Node:
         self.state: State = "created"
         self.started_at = 0.0
         self.types = EventTypes()
-        self.codec = Codec(self.types, max_size=config.node.max_message_size)
+        self.codec = Codec(self.types, max_size=config.node.max_message_size,
+                           max_depth=config.node.max_message_depth)
         self.bus = Bus(self.id, config.node.bus)
         self.actions = ActionRegistry()
         self.runner = ActionRunner(self.bus, self.actions, config.node.bus.workers)

@@ -17,7 +17,6 @@ import collections
 import contextlib
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from platybus.errors import (
@@ -31,7 +30,7 @@ from platybus.extensions import Backend, NodeContext
 from platybus.messages import ErrorInfo
 
 from .config import ROUTES, HttpConfig
-from .gate import JSON, Gate, decode_error, headers_for, status_of
+from .gate import JSON, Gate, headers_for, status_of
 from .streams import DROP_REASONS, StreamRoutes
 
 
@@ -44,7 +43,7 @@ class HttpBackend(Backend):
         super().__init__(name, config, context)
         self.config: HttpConfig = config
         self.port = config.port
-        self.gate = Gate(config, context)
+        self.gate = Gate(config, context, self.log)
         self._stop_signal: asyncio.Event | None = None
         self.streams = StreamRoutes(self.gate, self.send_event, self.log)
 
@@ -132,14 +131,13 @@ class HttpBackend(Backend):
             denied = gate.denied(request, "/execute")
             if denied is not None:
                 return denied
+        body = await gate.read_body(request, "/execute")
+        if isinstance(body, web.Response):
+            return body
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return gate.too_large("/execute")
-        try:
-            spec = gate.execute_decoder.decode(body)
-        except msgspec.DecodeError as error:
-            return gate.error("/execute", 400, decode_error(error))
+            spec = gate.decode(gate.execute_decoder, body)
+        except DecodeError as error:
+            return gate.refuse(request, "/execute", 400, error)
         if not gate.allowed(spec.action):
             return gate.error("/execute", 403, gate.not_allowed(spec.action))
         try:
@@ -165,17 +163,14 @@ class HttpBackend(Backend):
         denied = gate.denied(request, "/events")
         if denied is not None:
             return denied
+        body = await gate.read_body(request, "/events")
+        if isinstance(body, web.Response):
+            return body
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return gate.too_large("/events")
-        try:
-            event = gate.event_from(gate.event_decoder.decode(body))
+            event = gate.event_from(gate.decode(gate.event_decoder, body))
             self.send_event(event)
-        except msgspec.DecodeError as error:
-            return gate.error("/events", 400, decode_error(error))
         except (DecodeError, ArgumentError) as error:
-            return gate.error("/events", 400, error)
+            return gate.refuse(request, "/events", 400, error)
         except PlatybusError as error:
             return gate.error("/events", 503, error)
         return gate.json("/events", 202, gate.encoder.encode(

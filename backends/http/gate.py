@@ -17,6 +17,7 @@ import collections
 import contextlib
 import fnmatch
 import hmac
+import logging
 import re
 from collections import deque
 from collections.abc import Callable
@@ -25,10 +26,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from platybus.codec import Data
 from platybus.errors import (
     ActionNotAllowed,
     ArgumentError,
-    DecodeError,
     NodeNotReady,
     PlatybusError,
     http_status_for,
@@ -45,9 +46,11 @@ _EVENT_TYPE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 class Gate:
     """Auth, readiness, error bodies, counters and bus submission for one http backend."""
 
-    def __init__(self, config: HttpConfig, context: NodeContext) -> None:
+    def __init__(self, config: HttpConfig, context: NodeContext,
+                 log: logging.Logger | None = None) -> None:
         self.config = config
         self.context = context
+        self.log = log if log is not None else logging.getLogger("platybus.backends.http")
         self.token = config.token.encode() if config.token is not None else None
         self.allow = compile_globs(config.allow)
         self.public = frozenset(config.public)
@@ -123,6 +126,27 @@ class Gate:
             body = self.encoder.encode({"error": info})
         return self.json(route, status, body, headers_for(status))
 
+    def refuse(self, request: web.Request, route: str, status: int,
+               error: BaseException | ErrorInfo) -> web.Response:
+        """Answer a client's mistake, and log it as one line naming the peer and the reason."""
+        info = error if isinstance(error, ErrorInfo) else ErrorInfo.from_exception(error)
+        self.log.warning("http %s %s from %s refused (%d %s): %s", request.method, route,
+                         peer_of(request), status, info.type, info.message)
+        return self.error(route, status, info)
+
+    async def read_body(self, request: web.Request, route: str) -> bytes | web.Response:
+        """Read a request's body, or return the answer to one that cannot be read."""
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self.too_large(route)
+        except (ConnectionError, asyncio.CancelledError) as error:
+            if isinstance(error, asyncio.CancelledError) and not _gone(request):
+                raise
+            # The client went away mid-body: its mistake, not the server's.
+            return self.refuse(request, route, 400, ErrorInfo(
+                type="IncompleteBody", message="the client closed the connection mid-body"))
+
     def too_large(self, route: str) -> web.Response:
         """The answer to a body over ``max_body``."""
         return self.error(route, 413, ErrorInfo(
@@ -135,6 +159,10 @@ class Gate:
                         error=ErrorInfo.from_exception(error))
 
     # -- bodies to messages --------------------------------------------------
+
+    def decode(self, decoder: msgspec.json.Decoder[Any], raw: Data) -> Any:
+        """Decode a body or frame within the codec's size and depth limits, or raise DecodeError."""
+        return self.context.codec.decode_json(raw, decoder)
 
     def request_from(self, spec: ExecuteBody) -> Request:
         """Build the request an /execute body (or websocket frame) asks for."""
@@ -232,8 +260,11 @@ def headers_for(status: int) -> dict[str, str] | None:
     return None
 
 
-def decode_error(error: msgspec.DecodeError) -> DecodeError:
-    """Say whether a body was not JSON at all or not the expected shape."""
-    if isinstance(error, msgspec.ValidationError):
-        return DecodeError(f"invalid body: {error}")
-    return DecodeError(f"malformed JSON: {error}")
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def peer_of(request: web.Request) -> str:
+    """The client's address as the socket sees it (for log lines)."""
+    return request.remote or "unknown peer"

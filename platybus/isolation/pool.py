@@ -178,6 +178,7 @@ class ProcessPool:
             search_path=[str(Path(p).resolve()) for p in search_path] + sys.path,
             event_types=_type_refs(self.codec.types),
             max_size=self.codec.max_size,
+            max_depth=self.codec.max_depth,
         ))
         self._lock = threading.Lock()
         self._queue: deque[_Task] = deque()

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from platybus.codec import Codec
+from platybus.codec import Codec, nesting_depth_over
 from platybus.errors import DecodeError
 from platybus.messages import Event, Message, Request
 
@@ -213,9 +213,13 @@ class Envelope:
                 raise Rejected("unsigned", f"unsigned entry from {origin!r}")
             if not hmac.compare_digest(signature, self._mac(stream.encode(), origin, payload)):
                 raise Rejected("bad_signature", f"entry from {origin!r} has a wrong signature")
+        # The entry's list adds one level to its messages' depth.
+        if nesting_depth_over(payload, self.codec.max_depth + 1):
+            raise Rejected("malformed", f"entry from {origin!r}: JSON nested deeper than "
+                           f"the maximum of {self.codec.max_depth} levels")
         try:
             return _raw_list.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as error:
             raise Rejected("malformed", f"entry from {origin!r}: malformed JSON: {error}") \
                 from None
 
@@ -231,7 +235,7 @@ def _classify(raw: msgspec.Raw) -> str:
     # Only on the error path: tells malformed JSON from a well-formed unknown kind.
     try:
         obj: Any = _any.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return "malformed"
     if isinstance(obj, dict) and obj.get("kind") not in _KINDS:
         return "unknown_kind"

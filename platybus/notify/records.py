@@ -345,9 +345,9 @@ def load_event(file: str | os.PathLike[str], codec: Codec | None = None) -> Even
     except OSError as error:
         raise DecodeError(f"{path}: cannot read: {error.strerror}") from None
     try:
-        document = msgspec.json.decode(raw)
-    except msgspec.DecodeError as error:
-        raise DecodeError(f"{path}: malformed JSON: {error}") from None
+        document = (codec or Codec()).decode_json(raw)
+    except DecodeError as error:
+        raise DecodeError(f"{path}: {error}") from None
     try:
         return event_from_document(document, codec)
     except DecodeError as error:
