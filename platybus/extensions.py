@@ -28,8 +28,9 @@ from platybus.messages import Event, Message, Request, Response
 
 if TYPE_CHECKING:
     from platybus.actions import ActionRegistry, ActionRunner
-    from platybus.bus import Bus, ReplyCallback
+    from platybus.bus import Bus
     from platybus.codec import Codec
+    from platybus.replies import ReplyCallback
 
 __all__ = [
     "BACKEND_GROUP", "PLUGIN_GROUP", "Backend", "EmptyConfig", "NodeContext", "Plugin",
