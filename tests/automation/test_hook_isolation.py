@@ -21,7 +21,7 @@ import time
 from platybus.automation.scripts import hook
 
 
-@hook("type=job.run", isolation="process", timeout=1, mode="queue")
+@hook("type=job.run", isolation="process", timeout=5, mode="queue")
 def isolated(event):
     mode = event.data.get("mode")
     if mode == "hang":
