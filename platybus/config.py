@@ -25,6 +25,7 @@ import msgspec
 import yaml
 
 from platybus.bus import BusConfig
+from platybus.credentials import SECRET_KEYS, read_secret
 from platybus.errors import ConfigError
 
 T = TypeVar("T")
@@ -321,9 +322,40 @@ def extension_section(
         enabled = options.pop("enabled", True)
         if not isinstance(enabled, bool):
             raise source.error((*path, "enabled"), "expected true or false")
+        read_secret_files(options, path, source)
         own = {key: options.pop(key) for key in settings if key in options}
         result[str(name)] = ExtensionConfig(str(name), path, spec, enabled, options, own)
     return result
+
+
+def read_secret_files(options: dict[str, Any], path: KeyPath, source: SourceMap) -> None:
+    """Replace each ``<secret>_file`` key (``token_file``, ``secret_file``, ...) by its file's text.
+
+    Nested mappings (such as the http backend's ``tokens``) are read too, so every
+    secret can live in a file (a systemd credential, a container secret).
+    """
+    for key in list(options):
+        value = options[key]
+        if isinstance(value, dict):
+            value = options[key] = dict(value)
+            read_secret_files(value, (*path, key), source)
+            continue
+        base = key[:-5] if isinstance(key, str) and key.endswith("_file") else ""
+        if base not in SECRET_KEYS:
+            continue
+        where = (*path, key)
+        if base in options:
+            raise source.error(where, f"give either {base} or {key}, not both")
+        if not isinstance(value, str) or not value:
+            raise source.error(where, "expected the name of a file that holds the secret")
+        try:
+            options[base] = read_secret(value)
+        except ValueError as error:
+            raise source.error(where, str(error)) from None
+        del options[key]
+        mark = source.marks.get(where)
+        if mark is not None:
+            source.marks[(*path, base)] = mark
 
 
 def _old_key_message(key: str, value: Any) -> str:

@@ -30,8 +30,9 @@ from platybus.extensions import Backend, NodeContext
 from platybus.messages import ErrorInfo
 from platybus.metrics import PrometheusText
 
+from .access import Identity
 from .config import ROUTES, HttpConfig
-from .gate import JSON, Gate, headers_for, status_of
+from .gate import IDENTITY, JSON, PUBLIC, Gate, headers_for, status_of
 from .streams import DROP_REASONS, StreamRoutes
 
 
@@ -85,6 +86,7 @@ class HttpBackend(Backend):
             self._build_app(), handle_signals=False, shutdown_timeout=1.0,
             access_log=self.log.getChild("access") if self.config.access_log else None,
         )
+        self.gate.open()
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.config.host, self.config.port)
@@ -101,7 +103,8 @@ class HttpBackend(Backend):
                 self.port = sockets[0].getsockname()[1]
             self.register_service(port=self.port, name="http", properties={"path": "/"})
             self.log.info("http API on http://%s:%d/%s", self.config.host, self.port,
-                          "" if self.gate.token is None else " (token required)")
+                          " (no token: auth: none)" if self.config.auth == "none"
+                          else " (token required)")
             self.mark_ready()
             await self._stop_signal.wait()
         finally:
@@ -119,6 +122,7 @@ class HttpBackend(Backend):
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/actions", self._actions)
         app.router.add_get("/traces", self._traces)
+        app.router.add_get("/whoami", self._whoami)
         app.router.add_route("*", "/{tail:.*}", self._fallback)
         if self.config.cors:
             app.on_response_prepare.append(self._add_cors)
@@ -128,10 +132,9 @@ class HttpBackend(Backend):
 
     async def _execute(self, request: web.Request) -> web.Response:
         gate = self.gate
-        if gate.token is not None or not gate.node_ready or gate.stopping:
-            denied = gate.denied(request, "/execute")
-            if denied is not None:
-                return denied
+        denied = gate.denied(request, "/execute", needs="execute")
+        if denied is not None:
+            return denied
         body = await gate.read_body(request, "/execute")
         if isinstance(body, web.Response):
             return body
@@ -139,8 +142,9 @@ class HttpBackend(Backend):
             spec = gate.decode(gate.execute_decoder, body)
         except DecodeError as error:
             return gate.refuse(request, "/execute", 400, error)
-        if not gate.allowed(spec.action):
-            return gate.error("/execute", 403, gate.not_allowed(spec.action))
+        refusal = gate.may_execute(request, spec.action)
+        if refusal is not None:
+            return gate.refuse(request, "/execute", 403, refusal)
         try:
             message = gate.request_from(spec)
         except ArgumentError as error:
@@ -161,7 +165,7 @@ class HttpBackend(Backend):
 
     async def _publish(self, request: web.Request) -> web.Response:
         gate = self.gate
-        denied = gate.denied(request, "/events")
+        denied = gate.denied(request, "/events", needs="publish")
         if denied is not None:
             return denied
         body = await gate.read_body(request, "/events")
@@ -180,7 +184,8 @@ class HttpBackend(Backend):
     # -- /health, /metrics, /actions, fallback -----------------------------
 
     async def _health(self, request: web.Request) -> web.Response:
-        denied = self.gate.denied(request, "/health", needs_ready=False)
+        denied = self.gate.denied(request, "/health", needs=self._needs("/health"),
+                                  needs_ready=False)
         if denied is not None:
             return denied
         health = self.context.health()
@@ -189,7 +194,8 @@ class HttpBackend(Backend):
                               headers_for(status))
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        denied = self.gate.denied(request, "/metrics", needs_ready=False)
+        denied = self.gate.denied(request, "/metrics", needs=self._needs("/metrics"),
+                                  needs_ready=False)
         if denied is not None:
             return denied
         self.gate.requests["/metrics", 200] += 1
@@ -210,6 +216,17 @@ class HttpBackend(Backend):
                    [({"reason": reason}, self.streams.dropped[reason])
                     for reason in DROP_REASONS])
         return out.text()
+
+    def _needs(self, route: str) -> str:
+        # The routes named in the 'public' option are served without a token.
+        return PUBLIC if route in self.gate.public else "read"
+
+    async def _whoami(self, request: web.Request) -> web.Response:
+        denied = self.gate.denied(request, "/whoami", needs_ready=False)
+        if denied is not None:
+            return denied
+        caller: Identity = request[IDENTITY]
+        return self.gate.json("/whoami", 200, self.gate.encoder.encode(caller.describe()))
 
     async def _actions(self, request: web.Request) -> web.Response:
         denied = self.gate.denied(request, "/actions", needs_ready=False)

@@ -15,31 +15,36 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import fnmatch
-import hmac
 import logging
 import re
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from platybus.codec import Data
+from platybus.credentials import load_or_create_token, token_path
 from platybus.errors import (
+    AccessDenied,
     ActionNotAllowed,
     ArgumentError,
+    NodeError,
     NodeNotReady,
     PlatybusError,
+    ScopeMissing,
     http_status_for,
 )
 from platybus.extensions import NodeContext
 from platybus.messages import ErrorInfo, Event, Request, Response
 
+from .access import ANONYMOUS, JSON, PUBLIC, Access, Identity, compile_globs
 from .config import EventBody, ExecuteBody, HttpConfig, InboundKind
 
-JSON = "application/json"
+__all__ = ["IDENTITY", "JSON", "PUBLIC", "Gate"]
+
+# Where the gate keeps the caller's Identity on an aiohttp request.
+IDENTITY = web.RequestKey("platybus_identity", Identity)
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 
@@ -51,7 +56,7 @@ class Gate:
         self.config = config
         self.context = context
         self.log = log if log is not None else logging.getLogger("platybus.backends.http")
-        self.token = config.token.encode() if config.token is not None else None
+        self.access = Access(config)
         self.allow = compile_globs(config.allow)
         self.public = frozenset(config.public)
         self.node_ready = False
@@ -78,23 +83,48 @@ class Gate:
         self.node_ready = bool(self.context.health().get("ready"))
         return self.node_ready
 
-    def authorized(self, request: web.Request, route: str) -> bool:
-        """Whether the request carries the token, or the route is public."""
-        if self.token is None or route in self.public:
-            return True
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            value.strip().encode(), self.token)
+    def open(self) -> None:
+        """Settle the tokens before serving: the config's, else the one kept in the data dir."""
+        if self.config.auth == "none":
+            self.log.warning(
+                "http: auth: none: the API has no token; only programs on this machine "
+                "(and no proxy) can call it, and so can any of them, with every scope")
+            return
+        token = self.config.token
+        if token is None:
+            try:
+                token = load_or_create_token(self.context.data_dir)
+            except (OSError, ValueError) as error:
+                raise NodeError(f"http: cannot read or create the API token in "
+                                f"{token_path(self.context.data_dir)}: {error}") from None
+        self.access.set_tokens(token)
 
-    def denied(self, request: web.Request, route: str,
+    def denied(self, request: web.Request, route: str, needs: str = "read",
                needs_ready: bool = True) -> web.Response | None:
-        """Return the refusal of a request that may not pass, else ``None``."""
-        if not self.authorized(request, route):
-            return self.error(route, 401, ErrorInfo(
-                type="Unauthorized", message="missing or invalid bearer token"))
+        """Return the refusal of a request that may not pass, else ``None``.
+
+        ``needs`` is the scope the route needs (``read``, ``publish``, ``execute``,
+        ``admin``), or :data:`PUBLIC` for a route served without a token (``/health``,
+        the console's static files): every request, public or not, passes the Host,
+        Origin, Sec-Fetch-Site and Content-Type checks. The caller's identity is kept
+        in ``request[IDENTITY]``.
+        """
+        caller = self.access.check(request, needs)
+        if isinstance(caller, AccessDenied):
+            return self.refuse(request, route, caller.http_status, caller)
+        request[IDENTITY] = caller
         if needs_ready and not self.ready():
             return self.error(route, 503, NodeNotReady(
                 "the node is starting or stopping; retry shortly"))
+        return None
+
+    def may_execute(self, request: web.Request, action: str) -> PlatybusError | None:
+        """The error refusing ``action`` to this request's caller (``allow``, scope), or None."""
+        if not self.allowed(action):
+            return self.not_allowed(action)
+        caller: Identity = request.get(IDENTITY, ANONYMOUS)
+        if not caller.may_execute(action):
+            return scope_refusal(caller, action)
         return None
 
     def allowed(self, action: str) -> bool:
@@ -131,7 +161,7 @@ class Gate:
         """Answer a client's mistake, and log it as one line naming the peer and the reason."""
         info = error if isinstance(error, ErrorInfo) else ErrorInfo.from_exception(error)
         self.log.warning("http %s %s from %s refused (%d %s): %s", request.method, route,
-                         peer_of(request), status, info.type, info.message)
+                         self.access.peer(request), status, info.type, info.message)
         return self.error(route, status, info)
 
     async def read_body(self, request: web.Request, route: str) -> bytes | web.Response:
@@ -243,12 +273,15 @@ def status_of(response: Response) -> int:
     return 200 if response.error is None else http_status_for(response.error.type)
 
 
-def compile_globs(patterns: list[str]) -> Callable[[str], Any] | None:
-    """Return a matcher of action names, or ``None`` when every action is allowed."""
-    if "*" in patterns:
-        return None
-    regex = re.compile("|".join(fnmatch.translate(p) for p in patterns) or r"(?!)")
-    return regex.fullmatch
+def scope_refusal(caller: Identity, action: str) -> ScopeMissing:
+    """The error of an action outside the caller's scope."""
+    if caller.scope == "execute":
+        may = ", ".join(caller.execute)
+        return ScopeMissing(f"token {caller.name!r} may execute only {may}; not {action!r}",
+                            needed=f"execute:{action}", token=caller.name, action=action)
+    return ScopeMissing(f"running {action!r} needs the 'execute' scope; token {caller.name!r} "
+                        f"has {caller.scope!r}", needed="execute", token=caller.name,
+                        action=action)
 
 
 def headers_for(status: int) -> dict[str, str] | None:
@@ -265,6 +298,3 @@ def _gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-def peer_of(request: web.Request) -> str:
-    """The client's address as the socket sees it (for log lines)."""
-    return request.remote or "unknown peer"
