@@ -33,6 +33,7 @@ from platybus.metrics import PrometheusText
 from .access import Identity
 from .config import ROUTES, HttpConfig
 from .gate import IDENTITY, JSON, PUBLIC, Gate, headers_for, status_of
+from .guard import ConnectionGuard, GuardedSite
 from .streams import DROP_REASONS, StreamRoutes
 
 
@@ -46,6 +47,7 @@ class HttpBackend(Backend):
         self.config: HttpConfig = config
         self.port = config.port
         self.gate = Gate(config, context, self.log)
+        self.guard = ConnectionGuard(config.read_timeout, config.max_connections, self.log)
         self._stop_signal: asyncio.Event | None = None
         self.streams = StreamRoutes(self.gate, self.send_event, self.log)
 
@@ -66,6 +68,12 @@ class HttpBackend(Backend):
                 aio.run_until_complete(self._serve())
         finally:
             try:
+                # Handlers of connections that closed while the server stopped may
+                # still be pending: end them, as asyncio.run does, before closing.
+                pending = asyncio.all_tasks(aio)
+                for task in pending:
+                    task.cancel()
+                aio.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 aio.run_until_complete(aio.shutdown_asyncgens())
                 aio.run_until_complete(aio.shutdown_default_executor())
             finally:
@@ -88,8 +96,9 @@ class HttpBackend(Backend):
         )
         self.gate.open()
         await runner.setup()
+        self.guard.attach(runner.server)
         try:
-            site = web.TCPSite(runner, self.config.host, self.config.port)
+            site = GuardedSite(runner, self.config.host, self.config.port, self.guard)
             try:
                 await site.start()
             except OSError as error:
@@ -108,12 +117,14 @@ class HttpBackend(Backend):
             self.mark_ready()
             await self._stop_signal.wait()
         finally:
+            self.guard.detach()
             self.streams.close_all()
             self.gate.shut_down()
             await runner.cleanup()
 
     def _build_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_body)
+        app = web.Application(client_max_size=self.config.max_body,
+                              middlewares=[self.guard.middleware])
         app.router.add_post("/execute", self._execute)
         app.router.add_post("/events", self._publish)
         app.router.add_get("/events", self.streams.sse)

@@ -167,9 +167,14 @@ class Gate:
     async def read_body(self, request: web.Request, route: str) -> bytes | web.Response:
         """Read a request's body, or return the answer to one that cannot be read."""
         try:
-            return await request.read()
+            return await asyncio.wait_for(request.read(), self.config.read_timeout)
         except web.HTTPRequestEntityTooLarge:
             return self.too_large(route)
+        except TimeoutError:
+            return self.refuse(request, route, 408, ErrorInfo(
+                type="BodyTimeout",
+                message=f"the body did not arrive within read_timeout "
+                        f"({self.config.read_timeout:g}s)"))
         except (ConnectionError, asyncio.CancelledError) as error:
             if isinstance(error, asyncio.CancelledError) and not _gone(request):
                 raise
