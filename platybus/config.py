@@ -127,10 +127,36 @@ class Config:
         """
         return convert(value, type_, path, self.source, also_known=also_known)
 
+    def locate(self, error: ConfigError, within: KeyPath) -> ConfigError:
+        """Place an extension's own :class:`ConfigError` at the file and line of its key.
+
+        ``error.key`` is a dotted key path, absolute (``plugins.transfer.chunk_size``)
+        or relative to the extension's entry ``within`` (``chunk_size``); an error
+        that already names its file is returned as it is.
+        """
+        if error.file is not None:
+            return error
+        base = format_path(within)
+        key = error.key or base
+        if not _under(key, base):
+            key = f"{base}.{key}"
+        best, best_text = within, base
+        for path in self.source.marks:
+            text = format_path(path)
+            if len(text) > len(best_text) and _under(key, text):
+                best, best_text = path, text
+        file, line = self.source.locate(best)
+        return ConfigError(error.reason, file=file, line=line, key=key)
+
     @property
     def data_dir(self) -> Path:
         """The node's data directory."""
         return Path(self.node.data_dir)
+
+
+def _under(key: str, prefix: str) -> bool:
+    """Whether dotted ``key`` is ``prefix`` or below it."""
+    return key == prefix or key.startswith((prefix + ".", prefix + "["))
 
 
 def convert(value: Any, type_: type[T], path: KeyPath, source: SourceMap, *,

@@ -28,7 +28,13 @@ from platybus.codec import Codec
 from platybus.config import COMMON_KEYS, Config, ExtensionConfig
 from platybus.discovery import EVENT_TYPES as DISCOVERY_EVENTS
 from platybus.discovery import Discovery, load_discovery_config
-from platybus.errors import ExtensionError, NodeAlreadyRunning, NodeError, PlatybusError
+from platybus.errors import (
+    ConfigError,
+    ExtensionError,
+    NodeAlreadyRunning,
+    NodeError,
+    PlatybusError,
+)
 from platybus.extensions import (
     BACKEND_GROUP,
     PLUGIN_GROUP,
@@ -91,7 +97,10 @@ class Node:
             cls = _resolve(ext, PLUGIN_GROUP, Plugin, search, config)
             for event_type in cls.event_types:
                 self.types.register(event_type)
-            plugin = cls(ext.name, _typed(cls, ext, config), self.context)
+            try:
+                plugin = cls(ext.name, _typed(cls, ext, config), self.context)
+            except ConfigError as error:
+                raise config.locate(error, ext.path) from None
             self.plugins[ext.name] = plugin
             self.actions.add_plugin(plugin)
         self.backends: dict[str, Backend] = {}
@@ -103,6 +112,8 @@ class Node:
                 self.types.register(event_type)
             try:
                 self.backends[ext.name] = bcls(ext.name, _typed(bcls, ext, config), self.context)
+            except ConfigError as error:
+                raise config.locate(error, ext.path) from None
             except ExtensionError as error:
                 # e.g. a service declared with a name zeroconf cannot announce
                 raise config.source.error(ext.path, str(error)) from None

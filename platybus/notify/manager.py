@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 
 from platybus.config import COMMON_KEYS, extension_section
-from platybus.errors import ExtensionError, NodeError, PlatybusError, SelectorError
+from platybus.errors import ConfigError, ExtensionError, NodeError, PlatybusError, SelectorError
 from platybus.expr import Selector, parse_selector
 from platybus.extensions import EmptyConfig, NodeContext
 from platybus.loader import available, load_class
@@ -286,6 +286,8 @@ class NotifierManager:
                 raise config.source.error((*ext.path, "if"), str(error)) from None
             try:
                 notifier = notifier_cls(name, options, context)
+            except ConfigError as error:
+                raise config.locate(error, ext.path) from None
             except (PlatybusError, ValueError) as error:
                 raise config.source.error(ext.path, str(error)) from None
             channels.append(_Channel(notifier, selector, entry.retry, outbox, entry.queue_size))
