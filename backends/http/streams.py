@@ -281,7 +281,7 @@ class StreamRoutes:
     async def _inbound(self, data: str | bytes, peer: str) -> Message | None:
         gate = self.gate
         try:
-            raw = gate.context.codec.check(data)
+            raw = gate.context.codec.bounded(data)
             kind = gate.decode(gate.kind_decoder, raw).kind
             if kind == "event":
                 if not gate.ready():
