@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
+import re
 import threading
 import time
 import typing
@@ -21,7 +22,7 @@ from platybus.errors import (
     ArgumentError,
     UnknownActionError,
 )
-from platybus.messages import ErrorInfo, Request, Response
+from platybus.messages import ErrorInfo, Request, Response, caused_by
 from platybus.threads import WorkerPool
 
 if typing.TYPE_CHECKING:
@@ -31,6 +32,7 @@ log = logging.getLogger("platybus.actions")
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+_RST_LITERAL = re.compile(r"``([^`]+)``")
 
 
 class Named(Protocol):
@@ -128,7 +130,11 @@ class ActionSpec:
         )
         doc = (inspect.getdoc(fn) or "").strip().splitlines()
         shown = sig.replace(return_annotation=inspect.Signature.empty)
-        return cls(name=name, fn=fn, doc=doc[0] if doc else "", signature=str(shown),
+        # What people read (platybus actions, /actions, the console): plain type names
+        # and no reST markup.
+        signature = str(shown).replace("typing.", "")
+        summary = _RST_LITERAL.sub(r"\1", doc[0]) if doc else ""
+        return cls(name=name, fn=fn, doc=summary, signature=signature,
                    blocking=blocking, args_type=args_type, extra_kwargs=extra)
 
     def bind(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -325,5 +331,7 @@ class ActionRunner:
             response = Response(request_id=request.id, origin=node_id, target=request.origin,
                                 parent_id=request.id, error=ErrorInfo.from_exception(error))
         else:
-            response = self.registry.execute(request, node_id)
+            # What the action publishes was caused by this request.
+            with caused_by(request.id):
+                response = self.registry.execute(request, node_id)
         self.bus.publish(response)

@@ -21,7 +21,8 @@ Every error platybus raises on purpose is a :class:`PlatybusError`::
     │   ├── DuplicateSubscriberError a subscriber id is taken
     │   └── NoRouteError             no way to reach the target node
     ├── LinkError                    a connection to an outside service failed
-    │   └── RemoteError              a node's HTTP API answered with an error
+    │   ├── RemoteError              a node's HTTP API answered with an error
+    │   └── ListenError              a server cannot listen on its address (a port in use)
     ├── IsolationError               work sent to a worker process did not complete
     │   ├── HandlerError             the code raised in its worker (type, message, traceback)
     │   ├── HandlerTimeout           past its hard limit: its worker was killed
@@ -32,6 +33,7 @@ Every error platybus raises on purpose is a :class:`PlatybusError`::
     │   ├── ScopeMissing             the token's scope does not cover the route or action
     │   ├── RequestForbidden         a browser or proxy check failed (Origin, Host, ...)
     │   └── UnsupportedMediaType     a body that is not application/json
+    ├── JournalError                 the intake journal cannot be read or written
     ├── NodeError                    the node cannot do what was asked
     │   ├── NodeNotReady             the node is starting or stopping
     │   └── NodeAlreadyRunning       another node holds the same id and data dir
@@ -205,6 +207,10 @@ class RemoteError(LinkError):
         super().__init__(message, status=status, type=type)
 
 
+class ListenError(LinkError):
+    """A server cannot listen on its address, e.g. because the port is in use."""
+
+
 class IsolationError(PlatybusError):
     """Work sent to a worker process did not complete."""
 
@@ -262,6 +268,10 @@ class UnsupportedMediaType(AccessDenied):
     """A request body that is not ``application/json``."""
 
     http_status = 415
+
+
+class JournalError(PlatybusError):
+    """The intake journal (SQLite in the data dir) cannot be opened, read or written."""
 
 
 class NodeError(PlatybusError):

@@ -1,9 +1,11 @@
 """The :class:`Node`: builds everything from config, starts and stops it in order.
 
-Start order: bus → plugins → notifiers → transports (backends marked ``transport``,
-such as the Redis link) → other backends → handlers → automation → discovery
-(zeroconf announce and browse) → ``node.started``. Stop runs the same steps in
-reverse, each bounded by ``node.stop_timeout``, and is idempotent.
+Start order, every subscriber before any source: bus → plugins → notifiers →
+handlers → automation (hooks subscribed, the journal's unfinished runs resumed,
+cron armed) → transports (backends marked ``transport``, such as the Redis link)
+→ other backends (file monitor, HTTP) → cron firing → discovery (zeroconf
+announce and browse) → ``node.started``. Stop runs the same steps in reverse,
+each bounded by ``node.stop_timeout``, and is idempotent.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from platybus.extensions import (
     load_class,
 )
 from platybus.messages import EventTypes, NodeEventData, NodeStarted, NodeStopped
+from platybus.sdnotify import SystemdNotifier
 
 if TYPE_CHECKING:
     from platybus.isolation.handlers import HandlerSet
@@ -61,8 +64,8 @@ READY_TIMEOUT = 10.0
 
 
 @dataclass
-class Step:
-    """One named start/stop step of the node."""
+class Phase:
+    """One named start/stop phase of the node."""
 
     name: str
     start: Callable[[], None]
@@ -127,11 +130,11 @@ class Node:
         self.automation = Automation(config, self.context)
         self._lock_file: IO[str] | None = None
         self._steps = [
-            Step("lock", self._acquire_lock, self._release_lock),
-            Step("bus", self.bus.start, lambda: self.bus.stop(config.node.stop_timeout), True),
-            Step("plugins", self._start_plugins, self._stop_plugins, True),
-            Step("actions", self.runner.start,
-                 lambda: self.runner.stop(config.node.stop_timeout), True),
+            Phase("lock", self._acquire_lock, self._release_lock),
+            Phase("bus", self.bus.start, lambda: self.bus.stop(config.node.stop_timeout), True),
+            Phase("plugins", self._start_plugins, self._stop_plugins, True),
+            Phase("actions", self.runner.start,
+                  lambda: self.runner.stop(config.node.stop_timeout), True),
         ]
         self.notifiers: NotifierManager | None = None
         if config.section("notifiers"):
@@ -141,11 +144,8 @@ class Node:
             notifiers = self.notifiers = NotifierManager.from_config(config, self.context)
             self.actions.add(ActionSpec.from_function(
                 "notifiers.status", notifiers.status, blocking=False))
-            self._steps.append(Step("notifiers", lambda: notifiers.start(self.bus),
-                                    lambda: notifiers.stop(config.node.stop_timeout)))
-        self._steps.append(Step("transport", lambda: self._start_backends(transport=True),
-                                lambda: self._stop_backends(transport=True)))
-        self._steps.append(Step("backends", self._start_backends, self._stop_backends))
+            self._steps.append(Phase("notifiers", lambda: notifiers.start(self.bus),
+                                     lambda: notifiers.stop(config.node.stop_timeout)))
         self.handlers: HandlerSet | None = None
         if config.section("handlers"):
             from platybus.isolation.handlers import HandlerSet
@@ -153,11 +153,18 @@ class Node:
             # Built (classes imported) now, so a bad entry point fails validation;
             # worker processes start on demand once the step has run.
             handlers = self.handlers = HandlerSet.from_config(config, self.context)
-            self._steps.append(Step("handlers", handlers.start,
-                                    lambda: handlers.stop(config.node.stop_timeout)))
-        self._steps.append(Step("automation", self.automation.start, self.automation.stop))
+            self._steps.append(Phase("handlers", handlers.start,
+                                     lambda: handlers.stop(config.node.stop_timeout)))
+        # Every subscriber before any source: what a transport or backend delivers at
+        # start-up (a Redis backlog, a file just created) finds its hooks in place.
+        self._steps.append(Phase("automation", lambda: self.automation.start(fire_cron=False),
+                                 self.automation.stop))
+        self._steps.append(Phase("transport", lambda: self._start_backends(transport=True),
+                                 lambda: self._stop_backends(transport=True)))
+        self._steps.append(Phase("backends", self._start_backends, self._stop_backends))
+        self._steps.append(Phase("cron", self.automation.start_cron, self.automation.stop_cron))
         self._steps.append(
-            Step("discovery", lambda: self.discovery.start(self.services()), self.discovery.stop))
+            Phase("discovery", lambda: self.discovery.start(self.services()), self.discovery.stop))
         self._stop_lock = threading.Lock()
         self._stopped = threading.Event()
 
@@ -185,9 +192,9 @@ class Node:
             raise
         self.state = "ready"
         self.started_at = time.time()
-        log.info("node %s ready in %.3fs (%d plugins, %d backends, %d actions)",
-                 self.id, time.monotonic() - began, len(self.plugins), len(self.backends),
-                 len(self.actions.specs()))
+        log.info("node %s ready in %.3fs (%s, %s, %s)", self.id, time.monotonic() - began,
+                 counted(len(self.plugins), "plugin"), counted(len(self.backends), "backend"),
+                 counted(len(self.actions.specs()), "action"))
         self.bus.publish(NodeStarted(origin=self.id,
                                      data=NodeEventData(node_id=self.id, version=__version__)))
 
@@ -237,12 +244,16 @@ class Node:
             received.append(signum)
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        systemd = SystemdNotifier()
         try:
             self.start()
+            systemd.ready(f"node {self.id} ready")
             while not received:
+                systemd.ping_if_due()
                 time.sleep(0.1)
             log.info("received %s, stopping", signal.Signals(received[0]).name)
         finally:
+            systemd.stopping()
             self.stop()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -360,11 +371,11 @@ class Node:
 
     def metrics(self) -> str:
         """Return counters in the Prometheus text format."""
-        from platybus.metrics import render_metrics
+        from platybus.metrics import render_hook_metrics, render_metrics
 
         return render_metrics(
             self.bus.stats(), {name: b.events_sent for name, b in self.backends.items()},
-            self.actions.specs())
+            self.actions.specs()) + render_hook_metrics(self.automation.counters())
 
 
 def _with_defaults(plugins: dict[str, ExtensionConfig]) -> list[ExtensionConfig]:
@@ -390,3 +401,8 @@ def _typed(cls: type[Plugin] | type[Backend], ext: ExtensionConfig, config: Conf
 def validate(config: Config) -> Node:
     """Build (without starting) a node from ``config``: every check that needs no I/O."""
     return Node(config)
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 plugin``, ``2 plugins``: a count with its noun in the right number."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

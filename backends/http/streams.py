@@ -283,7 +283,7 @@ class StreamRoutes:
     async def _inbound(self, data: str | bytes, upgrade: web.Request) -> Message | None:
         gate = self.gate
         try:
-            raw = gate.context.codec.check(data)
+            raw = gate.context.codec.bounded(data)
             kind = gate.decode(gate.kind_decoder, raw).kind
             caller: Identity = upgrade[IDENTITY]
             if kind == "event":

@@ -29,8 +29,7 @@ from platybus.automation.runs import Mode, Run, record_action
 from platybus.automation.steps import PythonStep, Step
 from platybus.automation.trace import clip
 from platybus.config import KeyPath, SourceMap, convert
-from platybus.errors import ActionError, ConfigError
-from platybus.messages import Event
+from platybus.errors import ActionError, ArgumentError, ConfigError, DecodeError
 
 __all__ = ["ScriptContext", "cron", "hook", "load_scripts", "procedure"]
 
@@ -60,15 +59,15 @@ def _mark(mark: Mark) -> Callable[[F], F]:
 
 def hook(condition: str | Mapping[str, Any], *, name: str | None = None, priority: int = 100,
          stop: bool = False, enabled: bool = True, timeout: float | None = 60.0,
-         mode: Mode = "parallel", max_parallel: int = 10, max_queued: int = 1000,
-         isolation: Isolation = "thread") -> Callable[[F], F]:
+         mode: Mode = "parallel", max_parallel: int = 10, max_queued: int | None = None,
+         durable: bool = True, isolation: Isolation = "thread") -> Callable[[F], F]:
     """Mark ``fn(event)`` or ``fn(event, ctx)`` as a hook on events matching ``condition``;
     with ``isolation="process"``, ``fn(event)`` runs in a worker process."""
     return _mark(Mark("hook", name, {
         "if": condition if isinstance(condition, str) else dict(condition), "then": [],
         "priority": priority, "stop": stop, "enabled": enabled, "timeout": timeout,
         "mode": mode, "max_parallel": max_parallel, "max_queued": max_queued,
-        "isolation": isolation}))
+        "durable": durable, "isolation": isolation}))
 
 
 def procedure(fn: F | None = None, *, name: str | None = None,
@@ -121,8 +120,11 @@ class ScriptContext:
 
     def publish(self, type: str, data: dict[str, Any] | None = None) -> str:
         """Publish an event caused by this run; return its id."""
-        event = Event(type=type, data=data or {}, origin=self.node_id,
-                      parent_id=self._run.message_id)
+        try:
+            event = self._engine.context.codec.event(type, data, origin=self.node_id,
+                                                     parent_id=self._run.message_id)
+        except DecodeError as error:
+            raise ArgumentError(f"publish: {error}") from None
         self._engine.bus.publish(event)
         return event.id
 

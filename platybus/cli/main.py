@@ -26,6 +26,7 @@ from platybus.cli.common import (
     print_json,
 )
 from platybus.cli.notify import add_commands as add_notify_commands
+from platybus.cli.ops import add_commands as add_ops_commands
 from platybus.config import load_config
 from platybus.errors import (
     ArgumentError,
@@ -57,12 +58,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a config without starting anything."""
-    from platybus.node import validate
+    from platybus.node import counted, validate
 
     config = load(args)
     node = validate(config)
-    print(f"{config.file}: ok (node {node.id}: {len(node.plugins)} plugins, "
-          f"{len(node.backends)} backends, {len(node.actions.specs())} actions)")
+    print(f"{config.file}: ok (node {node.id}: {counted(len(node.plugins), 'plugin')}, "
+          f"{counted(len(node.backends), 'backend')}, "
+          f"{counted(len(node.actions.specs()), 'action')})")
     return 0
 
 
@@ -370,6 +372,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="platybus", description="An automation message bus.")
+    parser.add_argument("--version", action="version", version=f"platybus {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Command, help_: str, config: bool = True) -> argparse.ArgumentParser:
@@ -444,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("token", cmd_token, "print the HTTP API's bearer token (the config's, else the one "
                             "kept in the data dir)")
     add_notify_commands(add, load)
+    add_ops_commands(add, load)
     for add_commands in _command_groups():
         add_commands(add, load)
     return parser
