@@ -73,7 +73,8 @@ class HttpBackend(Backend):
                 pending = asyncio.all_tasks(aio)
                 for task in pending:
                     task.cancel()
-                aio.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                if pending:
+                    aio.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 aio.run_until_complete(aio.shutdown_asyncgens())
                 aio.run_until_complete(aio.shutdown_default_executor())
             finally:
