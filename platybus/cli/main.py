@@ -25,6 +25,7 @@ from platybus.cli.common import (
     parse_pairs,
     print_json,
 )
+from platybus.cli.console import add_commands as add_console_commands
 from platybus.cli.notify import add_commands as add_notify_commands
 from platybus.cli.ops import add_commands as add_ops_commands
 from platybus.config import load_config
@@ -447,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("token", cmd_token, "print the HTTP API's bearer token (the config's, else the one "
                             "kept in the data dir)")
     add_notify_commands(add, load)
+    add_console_commands(add, load)
     add_ops_commands(add, load)
     for add_commands in _command_groups():
         add_commands(add, load)
