@@ -199,6 +199,10 @@ class Backend(threading.Thread):
         """Tell the node this backend serves."""
         self.ready.set()
 
+    def render_metrics(self) -> str:
+        """Return this backend's own counters in the Prometheus text format ("" for none)."""
+        return ""
+
     def health(self) -> dict[str, Any]:
         """Return this backend's ``state`` (and any details) for the node's health."""
         state = ("failed" if self.failure else "ready" if self.ready.is_set() and self.is_alive()

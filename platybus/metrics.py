@@ -12,16 +12,21 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def format_metric(name: str, kind: str, help_: str,
+                  samples: list[tuple[str, float]]) -> list[str]:
+    """Return the lines of one metric: its help, its type and one line per sample."""
+    lines = [f"# HELP platybus_{name} {help_}", f"# TYPE platybus_{name} {kind}"]
+    lines += [f"platybus_{name}{labels} {value}" for labels, value in samples]
+    return lines
+
+
 def render_metrics(node: Node) -> str:
     """Render bus, backend and per-action counters of a node."""
     stats = node.bus.stats()
     lines: list[str] = []
 
     def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-        lines.append(f"# HELP platybus_{name} {help_}")
-        lines.append(f"# TYPE platybus_{name} {kind}")
-        for labels, value in samples:
-            lines.append(f"platybus_{name}{labels} {value}")
+        lines.extend(format_metric(name, kind, help_, samples))
 
     metric("bus_published_total", "counter", "Messages published on the bus.",
            [("", stats.published)])
@@ -48,4 +53,6 @@ def render_metrics(node: Node) -> str:
            [(f'{{action="{_escape(s.name)}"}}', s.stats.errors) for s in specs])
     metric("action_seconds_total", "counter", "Time spent in each action.",
            [(f'{{action="{_escape(s.name)}"}}', round(s.stats.seconds, 6)) for s in specs])
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    # Each backend adds its own counters (the link's, the HTTP server's).
+    return text + "".join(backend.render_metrics() for backend in node.backends.values())

@@ -197,7 +197,7 @@ class HttpBackend(Backend):
         if denied is not None:
             return denied
         self.gate.requests["/metrics", 200] += 1
-        text = self.context.metrics() + self.render_metrics()
+        text = self.context.metrics()  # the node's, with every backend's (this one's too)
         return web.Response(text=text, content_type="text/plain",
                             headers={"X-Content-Type-Options": "nosniff"},
                             charset="utf-8")

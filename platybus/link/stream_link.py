@@ -31,10 +31,13 @@ from platybus.bus import Bus, Subscription
 from platybus.codec import Codec
 from platybus.errors import DecodeError, LinkError, PlatybusError, QueueFullError
 from platybus.expr import Selector, parse_selector
-from platybus.link.inbound import Inbound, LinkStats, Throttle
+from platybus.link.dead_letter import bury
+from platybus.link.inbound import Failed, Inbound, LinkStats, Throttle
 from platybus.link.protocol import (
+    DeadLetterData,
     Envelope,
     LinkConfig,
+    LinkDeadLetter,
     LinkDown,
     LinkEventData,
     LinkUp,
@@ -118,6 +121,7 @@ class StreamLink:
         self._connected.clear()
         self._writer_done = False
         self.state = "connecting"
+        self.down_since = 0.0  # an earlier start's outage is not this start's
         self._rclient = self._client(self.config.block + self.config.connect_timeout, True)
         self._wclient = self._client(self.config.connect_timeout, False)
         bus.attach_transport(self)
@@ -333,6 +337,10 @@ class StreamLink:
         origin = event.origin
         if origin is not None and origin != self.node_id:
             return
+        if isinstance(event, LinkDown) and event.data.node_id == self.node_id:
+            # Its own outage cannot reach Redis; buffered and sent once the link is back, it
+            # would announce a past outage as if new. node.link.up (down_for) tells instead.
+            return
         target = event.target
         if target == "*" or (target is None and self.outgoing.matches(event)):
             self.send(event)
@@ -495,6 +503,7 @@ class StreamLink:
     def _reclaim(self, stream: str) -> None:
         client = self._rclient
         assert client is not None
+        self._bury_redelivered(stream)
         cursor: bytes | str = "0-0"
         for _ in range(100_000):
             reply = client.xautoclaim(stream, self.node_id, self.node_id, 0, cursor,
@@ -505,6 +514,51 @@ class StreamLink:
                 self._handle(stream, entries)
             if cursor in (b"0-0", "0-0"):
                 return
+
+    def _bury_redelivered(self, stream: str) -> None:
+        # An entry handed out max_deliveries times and never acknowledged would come back
+        # after every restart (it may be what crashes the node): set it aside instead.
+        client = self._rclient
+        assert client is not None
+        limit = self.config.max_deliveries
+        start = "-"
+        while True:
+            pending: list[dict[str, Any]] = client.xpending_range(
+                stream, self.node_id, min=start, max="+", count=self.config.read_count)
+            if not pending:
+                return
+            for item in pending:
+                if item["times_delivered"] < limit:
+                    continue
+                entry_id: bytes = item["message_id"]
+                found: Any = client.xrange(stream, entry_id, entry_id)
+                fields = found[0][1] if found else {}
+                self._bury(stream, [Failed(entry_id, fields, (
+                    f"delivered {item['times_delivered']} times without being handled "
+                    f"(max_deliveries {limit})"))], item["times_delivered"])
+            if len(pending) < self.config.read_count:
+                return
+            start = "(" + pending[-1]["message_id"].decode()
+
+    def _bury(self, stream: str, failed: list[Failed], deliveries: int = 1) -> None:
+        client = self._rclient
+        assert client is not None
+        pipe = client.pipeline(transaction=True)
+        for entry in failed:
+            bury(pipe, self.keys, self.node_id, stream, entry.entry_id, entry.fields,
+                 entry.reason, deliveries, self.config.dead_maxlen)
+        results = pipe.execute()
+        for index, entry in enumerate(failed):
+            self.stats.dead_lettered += 1
+            dead_id = results[2 * index]
+            origin = entry.fields.get(b"o", b"").decode("utf-8", "replace")
+            log.warning("entry %s of %s (from %r) moved to %s as %s: %s",
+                        entry.entry_id.decode(), stream, origin, self.keys.dead(self.node_id),
+                        dead_id.decode(), entry.reason)
+            self._announce(LinkDeadLetter(origin=self.node_id, data=DeadLetterData(
+                node_id=self.node_id, stream=stream, entry_id=entry.entry_id.decode(),
+                dead_id=dead_id.decode(), reason=entry.reason, deliveries=deliveries,
+                origin=origin)))
 
     def _read_once(self) -> None:
         client = self._rclient
@@ -521,9 +575,11 @@ class StreamLink:
 
     def _handle(self, stream: str, entries: list[Any]) -> None:
         redis_now = time.time() * 1000 + self._clock_offset_ms
-        messages, ack = self.inbound.sort(stream, entries, redis_now)
-        if ack:
-            self._last_ids[stream] = ack[-1]
+        messages, ack, failed = self.inbound.sort(stream, entries, redis_now)
+        if entries and entries[-1][0] is not None:
+            self._last_ids[stream] = entries[-1][0]
+        if failed:
+            self._bury(stream, failed)
         self._deliver(stream, messages, ack)
 
     def _deliver(self, stream: str, messages: list[Message], ack: list[bytes]) -> None:
@@ -564,7 +620,10 @@ class StreamLink:
                 if self._stop.wait(delay):
                     return False, None
                 delay = min(delay * 2, 0.5)
-            except PlatybusError as error:
+            except Exception as error:
+                # Left pending: read again after the next (re)connection, and set aside
+                # once it has been delivered max_deliveries times.
+                self.inbound.count_rejection("undeliverable")
                 log.warning("bus refused %s %s from %s: %s", message.kind, message.id,
                             message.origin, error)
                 return False, None
