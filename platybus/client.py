@@ -37,7 +37,7 @@ from platybus.errors import (
     QueueFullError,
 )
 from platybus.expr import Selector, parse_selector
-from platybus.link.protocol import LinkConfig, LinkDown, LinkUp, valid_id
+from platybus.link.protocol import LinkConfig, LinkDeadLetter, LinkDown, LinkUp, valid_id
 from platybus.link.stream_link import StreamLink
 from platybus.messages import Event, EventTypes, Message, Request, Response
 
@@ -91,7 +91,7 @@ class Client:
         except (TypeError, ValueError) as error:
             raise ArgumentError(f"invalid client settings: {error}") from None
         types = EventTypes()
-        known: list[type[Event]] = [LinkDown, LinkUp, *event_types]
+        known: list[type[Event]] = [LinkDown, LinkUp, LinkDeadLetter, *event_types]
         for cls in known:
             types.register(cls)
         self.codec = Codec(types)

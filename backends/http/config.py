@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 import msgspec
 
-ROUTES = ("/execute", "/events", "/ws", "/health", "/metrics", "/actions", "/traces")
+ROUTES = ("/execute", "/events", "/ws", "/health", "/metrics", "/actions", "/traces", "/dlq",
+          "/dlq/retry", "/dlq/drop")
 
 
 class HttpConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -64,6 +65,13 @@ class ExecuteBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     timeout: float | None = None
     parent_id: str | None = None
     kind: Literal["request"] = "request"
+
+
+class DeadLetterBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The body of ``POST /dlq/retry`` and ``POST /dlq/drop``: entry ids, or every entry."""
+
+    ids: list[str] = msgspec.field(default_factory=list)
+    all: bool = False
 
 
 class EventBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -25,6 +25,7 @@ from platybus.cli.common import (
     parse_pairs,
     print_json,
 )
+from platybus.cli.dlq import add_commands as add_dlq_commands
 from platybus.cli.notify import add_commands as add_notify_commands
 from platybus.config import load_config
 from platybus.errors import (
@@ -426,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     add("version", cmd_version, "print the version", config=False)
     add_notify_commands(add, load)
+    add_dlq_commands(add, load, _remote, _link_settings)
     for add_commands in _command_groups():
         add_commands(add, load)
     return parser

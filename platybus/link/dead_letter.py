@@ -121,7 +121,7 @@ class DeadLetters:
             raise ArgumentError(f"{dead_id!r} is not a stream entry id (such as "
                                 "1700000000000-0)") from None
         if not found:
-            raise ArgumentError(f"no dead entry {dead_id} in {self.key}")
+            raise ArgumentError(f"no dead entry {dead_id} in {self.key}", missing=dead_id)
         entry_id, fields = found[0]
         return bytes(entry_id), dict(fields)
 
