@@ -113,7 +113,7 @@ class RedisBackend(Backend):
         """Render the link's counters in the Prometheus text format."""
         stats = self.link.stats
         config = self.link.config
-        label = f'{{backend="{self.name}"}}'
+        label = f'{{backend="{self.backend_name}"}}'
         lines = [
             *format_metric("link_up", "gauge", "1 while the link to Redis is up, else 0.",
                            [(label, int(self.link.state == "up"))]),
@@ -131,11 +131,11 @@ class RedisBackend(Backend):
                            [(label, config.buffer_size)]),
             *format_metric("link_dropped_total", "counter",
                            "Outgoing messages dropped by a full buffer, by buffer_policy.",
-                           [(f'{{backend="{self.name}",policy="{config.buffer_policy}"}}',
+                           [(f'{{backend="{self.backend_name}",policy="{config.buffer_policy}"}}',
                              stats.dropped)]),
             *format_metric("link_rejected_total", "counter",
                            "Entries or messages from Redis refused, by reason.",
-                           [(f'{{backend="{self.name}",reason="{reason}"}}', count)
+                           [(f'{{backend="{self.backend_name}",reason="{reason}"}}', count)
                             for reason, count in sorted(stats.rejected.items())]),
             *format_metric("link_dead_lettered_total", "counter",
                            "Entries moved to the dead-letter stream.",
