@@ -25,7 +25,7 @@ from platybus.link.dead_letter import DeadLetters
 from platybus.link.protocol import LinkConfig, LinkDeadLetter, LinkDown, LinkUp
 from platybus.link.stream_link import StreamLink
 from platybus.messages import Request
-from platybus.metrics import format_metric
+from platybus.metrics import PrometheusText
 
 DEFAULT_ALLOWED = ("node.ping", "node.info")
 START_WAIT = 5.0
@@ -113,35 +113,31 @@ class RedisBackend(Backend):
         """Render the link's counters in the Prometheus text format."""
         stats = self.link.stats
         config = self.link.config
-        label = f'{{backend="{self.backend_name}"}}'
-        lines = [
-            *format_metric("link_up", "gauge", "1 while the link to Redis is up, else 0.",
-                           [(label, int(self.link.state == "up"))]),
-            *format_metric("link_sent_total", "counter", "Messages written to Redis.",
-                           [(label, stats.sent)]),
-            *format_metric("link_delivered_total", "counter",
-                           "Messages from Redis handed to the bus.", [(label, stats.delivered)]),
-            *format_metric("link_reconnects_total", "counter", "Times the link was lost.",
-                           [(label, stats.reconnects)]),
-            *format_metric("link_buffered", "gauge",
-                           "Outgoing messages waiting in memory for Redis.",
-                           [(label, self.link.buffered)]),
-            *format_metric("link_buffer_size", "gauge",
-                           "Most outgoing messages held while Redis is away (buffer_size).",
-                           [(label, config.buffer_size)]),
-            *format_metric("link_dropped_total", "counter",
-                           "Outgoing messages dropped by a full buffer, by buffer_policy.",
-                           [(f'{{backend="{self.backend_name}",policy="{config.buffer_policy}"}}',
-                             stats.dropped)]),
-            *format_metric("link_rejected_total", "counter",
-                           "Entries or messages from Redis refused, by reason.",
-                           [(f'{{backend="{self.backend_name}",reason="{reason}"}}', count)
-                            for reason, count in sorted(stats.rejected.items())]),
-            *format_metric("link_dead_lettered_total", "counter",
-                           "Entries moved to the dead-letter stream.",
-                           [(label, stats.dead_lettered)]),
-        ]
-        return "\n".join(lines) + "\n"
+        name = {"backend": self.backend_name}
+        out = PrometheusText()
+        out.metric("link_up", "gauge", "1 while the link to Redis is up, else 0.",
+                   [(name, int(self.link.state == "up"))])
+        out.metric("link_sent_total", "counter", "Messages written to Redis.",
+                   [(name, stats.sent)])
+        out.metric("link_delivered_total", "counter", "Messages from Redis handed to the bus.",
+                   [(name, stats.delivered)])
+        out.metric("link_reconnects_total", "counter", "Times the link was lost.",
+                   [(name, stats.reconnects)])
+        out.metric("link_buffered", "gauge", "Outgoing messages waiting in memory for Redis.",
+                   [(name, self.link.buffered)])
+        out.metric("link_buffer_size", "gauge",
+                   "Most outgoing messages held while Redis is away (buffer_size).",
+                   [(name, config.buffer_size)])
+        out.metric("link_dropped_total", "counter",
+                   "Outgoing messages dropped by a full buffer, by buffer_policy.",
+                   [({**name, "policy": config.buffer_policy}, stats.dropped)])
+        out.metric("link_rejected_total", "counter",
+                   "Entries or messages from Redis refused, by reason.",
+                   [({**name, "reason": reason}, count)
+                    for reason, count in sorted(stats.rejected.items())])
+        out.metric("link_dead_lettered_total", "counter",
+                   "Entries moved to the dead-letter stream.", [(name, stats.dead_lettered)])
+        return out.text()
 
     # -- the dead-letter stream ---------------------------------------------
 
