@@ -38,7 +38,9 @@ from platybus.errors import PlatybusError
 from platybus.extensions import Backend, NodeContext
 from platybus.messages import Event
 
+from .catch_up import CatchUpIndex, missed
 from .config import FileMonitorConfig, WatchedPath
+from .event_log import EventLog
 from .events import (
     EVENT_TYPES,
     FileClosed,
@@ -156,49 +158,6 @@ class _Root:
         return path[len(prefix):] if path.startswith(prefix) else None
 
 
-class _EventLog:
-    """One INFO line per event, up to ``rate`` a second; a summary line for the rest."""
-
-    def __init__(self, log: logging.Logger, rate: int, enabled: bool) -> None:
-        self._log = log
-        self._rate = rate
-        self._enabled = enabled
-        self._window = 0.0
-        self._lines = 0
-        self._skipped: Counter[str] = Counter()
-
-    def record(self, kind: str, text: str, now: float) -> None:
-        if not self._enabled:
-            return
-        if now - self._window >= 1.0:
-            self.summarize(now)
-            self._window = now
-            self._lines = 0
-        if self._lines < self._rate:
-            self._lines += 1
-            self._log.info("%s %s", kind, text)
-        else:
-            self._skipped[kind] += 1
-
-    def next_deadline(self) -> float | None:
-        return self._window + 1.0 if self._skipped else None
-
-    def tick(self, now: float) -> None:
-        if self._skipped and now - self._window >= 1.0:
-            self.summarize(now)
-            self._window = now
-            self._lines = 0
-
-    def summarize(self, now: float) -> None:
-        if not self._skipped:
-            return
-        total = sum(self._skipped.values())
-        detail = ", ".join(f"{k} {n}" for k, n in sorted(self._skipped.items()))
-        self._log.info("... and %d more file events in %.1fs (%s)", total,
-                       max(now - self._window, 1.0), detail)
-        self._skipped.clear()
-
-
 class FileMonitorBackend(Backend):
     """Publishes ``file.*`` events for changes under the configured directories."""
 
@@ -212,7 +171,7 @@ class FileMonitorBackend(Backend):
         self._inbox = _Inbox()
         self._observers: dict[str, BaseObserver] = {}
         self._enabled = set(config.events) | {"ready"}
-        self._event_log = _EventLog(self.log, config.log_rate, config.log_events)
+        self._event_log = EventLog(self.log, config.log_rate, config.log_events)
         self._overflow_watch = _OverflowWatch(self._on_overflow)
         self._overflow_lock = threading.Lock()
         self._overflowed = False
@@ -221,6 +180,11 @@ class FileMonitorBackend(Backend):
         self.rescans = 0
         self.errors = 0
         self.dropped = 0
+        self.caught_up = 0
+        self.index: CatchUpIndex | None = None
+        if any(root.spec.catch_up for root in self.roots):
+            self.index = CatchUpIndex(
+                context.data_dir / "file_monitor" / f"{name}.json", self.log)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -231,11 +195,14 @@ class FileMonitorBackend(Backend):
         if not overflow_logger.isEnabledFor(logging.WARNING):
             # A quiet log level must not hide the only overflow signal watchdog gives.
             overflow_logger.setLevel(logging.WARNING)
+        if self.index is not None:
+            self.index.load()
         for root in self.roots:
             if self._try_watch(root):
                 # Walked before ready, so that everything after ready is reported
                 # against the tree as it was then.
                 self._guard(self._load, root)
+        self._save_index(force=True)
 
     def loop(self) -> None:
         """Serve: drain the inbox, fire timers, rescan and retry until stopped."""
@@ -245,12 +212,16 @@ class FileMonitorBackend(Backend):
             for root, generation, event in batch:
                 if generation == root.generation:
                     self._guard(self._handle, root, event)
+            if batch and self.index is not None:
+                self.index.dirty = True
             self._guard(self._housekeep, time.monotonic(), bool(batch))
+            self._save_index()
 
     def on_stop(self) -> None:
         """Report coalesced modifications still pending, then stop every observer."""
         for root in self.roots:
             self._guard(self._publish, root, root.tracker.flush())
+        self._save_index(force=True)
         self._event_log.summarize(time.monotonic())
         for observer in self._observers.values():
             try:
@@ -389,7 +360,8 @@ class FileMonitorBackend(Backend):
         if changes:
             self._publish(root, changes, now)
 
-    def _publish(self, root: _Root, changes: list[Change], now: float | None = None) -> None:
+    def _publish(self, root: _Root, changes: list[Change], now: float | None = None,
+                 catch_up: bool = False) -> None:
         when = time.monotonic() if now is None else now
         base = root.path + os.sep
         for change in changes:
@@ -411,7 +383,8 @@ class FileMonitorBackend(Backend):
                 text = f"{root.display}/{change.rel}"
             else:
                 event = _EVENT_CLASSES[change.kind](data=FileEventData(
-                    path=path, root=root.path, relative=change.rel, is_directory=change.is_dir))
+                    path=path, root=root.path, relative=change.rel, is_directory=change.is_dir,
+                    catch_up=catch_up))
                 text = f"{root.display}/{change.rel}" + ("/" if change.is_dir else "")
             try:
                 self.send_event(event)
@@ -487,7 +460,31 @@ class FileMonitorBackend(Backend):
         self._publish(root, changes, now)
 
     def _load(self, root: _Root) -> None:
-        root.tracker.load(root.tracker.scan(), time.monotonic())
+        found = root.tracker.scan()
+        root.tracker.load(found, time.monotonic())
+        if self.index is None or not root.spec.catch_up:
+            return
+        known = self.index.known(root.path)
+        if known is None:
+            self.log.info("catch-up index started for %s (%d paths): what is there now is "
+                          "not reported", root.display, len(found))
+            return
+        changes = missed(known, found, root.tracker.reported)
+        root.tracker.hush([change.rel for change in changes])
+        self.caught_up += len(changes)
+        if changes:
+            self.log.info("%s: %d change(s) while the node was not running", root.display,
+                          len(changes))
+        self._publish(root, changes, catch_up=True)
+
+    def _save_index(self, force: bool = False) -> None:
+        index = self.index
+        if index is None or not (force or index.save_due(time.monotonic())):
+            return
+        for root in self.roots:
+            if root.spec.catch_up and root.watch is not None:
+                index.update(root.path, root.tracker.entries)
+        self._guard(index.save)
 
     def _guard(self, fn: Callable[..., object], *args: Any) -> None:
         try:

@@ -43,6 +43,7 @@ class WatchedPath(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     case_sensitive: bool = True
     create: bool = False
     ready: bool | ReadyConfig = False
+    catch_up: bool = False
 
     def __post_init__(self) -> None:
         if not self.path:

@@ -142,6 +142,10 @@ class RootTracker:
         self._quiet = set(found)
         self._push(now + QUIET_PERIOD, "quiet", "")
 
+    def hush(self, rels: list[str]) -> None:
+        """Treat walked paths as reported: a late creation notice for them is a duplicate."""
+        self._quiet.difference_update(rels)
+
     def rescan(self, found: dict[str, Sig], now: float) -> list[Change]:
         """Compare a fresh walk with what is known; report what was missed."""
         out: list[Change] = []
