@@ -27,7 +27,10 @@ from typing import Any, TypeVar
 
 from platybus.errors import ExtensionError, ExtensionNotFound
 
-__all__ = ["SFTPPLUS_PREFIX", "available", "entry_point_index", "load_class", "split_spec"]
+__all__ = [
+    "SFTPPLUS_PREFIX", "available", "describe_failure", "entry_point_index", "load_class",
+    "split_spec",
+]
 
 T = TypeVar("T")
 

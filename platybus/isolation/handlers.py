@@ -50,11 +50,11 @@ log = logging.getLogger("platybus.isolation.handlers")
 
 __all__ = [
     "Handler",
-    "HandlerConfig",
     "HandlerDone",
     "HandlerFailed",
     "HandlerResult",
     "HandlerSet",
+    "HandlerSettings",
     "HandlerTimedOut",
     "Trace",
 ]
@@ -65,7 +65,7 @@ TRACE_LIMIT = 200
 HANDLER_SETTINGS = ("if", "timeout", "workers", "queue_size")
 
 
-class HandlerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class HandlerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """What the node reads of a ``handlers`` entry, beside ``class`` and the options."""
 
     condition: Any = msgspec.field(default=None, name="if")
@@ -151,7 +151,7 @@ class Trace(msgspec.Struct, frozen=True, kw_only=True):
 class HandlerRunner:
     """One configured handler: its object in the node, its process pool, its subscription."""
 
-    def __init__(self, name: str, cls: type[Any], settings: HandlerConfig, config: Any, *,
+    def __init__(self, name: str, cls: type[Any], settings: HandlerSettings, config: Any, *,
                  spec: str, condition: Condition | None, context: NodeContext,
                  search_path: list[Path], record: Callable[[Trace], None]) -> None:
         self.name = name
@@ -314,7 +314,7 @@ class HandlerSet:
             if not ext.enabled:
                 continue
             path = ext.path
-            settings = config.convert(ext.settings, HandlerConfig, path)
+            settings = config.convert(ext.settings, HandlerSettings, path)
             if settings.timeout <= 0:
                 raise config.source.error((*path, "timeout"), "must be more than 0 seconds")
             if settings.workers < 0:

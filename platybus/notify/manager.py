@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("platybus.notify.manager")
 
-__all__ = ["ENV_VAR", "NOTIFIER_GROUP", "Notifier", "NotifierEntry", "NotifierManager"]
+__all__ = ["ENV_VAR", "NOTIFIER_GROUP", "Notifier", "NotifierManager", "NotifierSettings"]
 
 NOTIFIER_GROUP = "platybus.notifiers"
 ENV_VAR = "PLATYBUS_NOTIFIERS"
@@ -94,7 +94,7 @@ class Notifier:
 NOTIFIER_SETTINGS = ("if", "retry", "queue_size")
 
 
-class NotifierEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class NotifierSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """What the manager reads of a ``notifiers`` entry, beside ``class`` and the options."""
 
     condition: str | None = msgspec.field(default=None, name="if")
@@ -272,7 +272,7 @@ class NotifierManager:
         for name, ext in entries.items():
             if not ext.enabled:
                 continue
-            entry = config.convert(ext.settings, NotifierEntry, ext.path)
+            entry = config.convert(ext.settings, NotifierSettings, ext.path)
             try:
                 notifier_cls = load_class(NOTIFIER_GROUP, name, Notifier, spec=ext.class_spec,
                                           search_path=search)

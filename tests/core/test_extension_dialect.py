@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from platybus.config import load_config
 from platybus.errors import ConfigError
 from platybus.loader import entry_point_index
+from platybus.messages import Event
 from platybus.node import Node
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +57,14 @@ class Echo(Handler):
     @staticmethod
     def handle(config, event):
         return config
+
+
+class TypedEcho(Handler):
+    Config = PagerConfig
+
+    @staticmethod
+    def handle(config, event):
+        return {"number": config.number, "typed": type(config).__name__}
 '''
 
 # Fails at import on line 3, as a module with a bug does.
@@ -166,6 +177,7 @@ import sys
 from platybus.config import load_config
 from platybus.errors import ConfigError
 from platybus.loader import entry_point_index
+from platybus.messages import Event
 from platybus.node import Node
 
 node = Node(load_config(sys.argv[1]))
@@ -328,6 +340,28 @@ def test_the_sftpplus_form_is_a_class_value(tmp_path: Path) -> None:
     assert info.value.key == "handlers.x.class"
     assert ("expected an installed name, 'module:Class' or 'python:package.module.Class', "
             "got 'python:Echo'") in str(info.value)
+
+
+def test_a_handler_with_a_config_gets_typed_options_in_its_worker(
+    tmp_path: Path, no_leaked_processes: None
+) -> None:
+    with pytest.raises(ConfigError, match="did you mean 'number'") as info:
+        build(tmp_path, "handlers:\n  t:\n    class: dialect_ext:TypedEcho\n    numbr: 5\n")
+    assert info.value.key == "handlers.t.numbr"
+    node = build(tmp_path, """\
+        handlers:
+          t: {class: "dialect_ext:TypedEcho", number: "+4412345", workers: 1, timeout: 60}
+        """)
+    done: queue.Queue[Any] = queue.Queue()
+    node.bus.subscribe("type=handler.*", done.put)
+    node.start()
+    try:
+        node.bus.publish(Event(type="job.run"))
+        outcome = done.get(timeout=60)
+    finally:
+        node.stop()
+    assert outcome.type == "handler.done"
+    assert outcome.data.result == {"number": "+4412345", "typed": "PagerConfig"}
 
 
 # -- the documented examples run as written ---------------------------------------------------
