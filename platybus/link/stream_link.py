@@ -211,11 +211,11 @@ class StreamLink:
             self._cond.notify_all()
 
     def forget(self) -> None:
-        """Remove this id's group on the event stream and its inbox (for throwaway ids)."""
+        """Remove this id's event-stream group, inbox and dead letters (for throwaway ids)."""
         client = self._client(min(1.0, self.config.connect_timeout), False)
         try:
             client.xgroup_destroy(self.keys.events, self.node_id)
-            client.delete(self.inbox)
+            client.delete(self.inbox, self.keys.dead(self.node_id))
         except (*_NETWORK_ERRORS, redis.ResponseError) as error:
             log.info("could not remove the streams of %s: %s", self.node_id, error)
         finally:
