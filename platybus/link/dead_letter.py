@@ -12,20 +12,27 @@ beside where it came from and why it was set aside::
     deliveries  how often it had been delivered
     node        the node that set it aside
 
-:class:`DeadLetters` is the one place that reads and changes that stream; both
-the node (its ``dlq.*`` actions) and ``platybus dlq --redis`` use it.
+:class:`DeadLetterWriter` moves entries there for the link's reader;
+:class:`DeadLetters` reads and changes the stream for the node's ``dlq.*``
+actions and for ``platybus dlq --redis``.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from platybus.errors import ArgumentError
-from platybus.link.protocol import StreamKeys
+from platybus.link.inbound import Failed, LinkStats
+from platybus.link.protocol import DeadLetterData, LinkConfig, LinkDeadLetter, StreamKeys
+from platybus.messages import Event
 
-__all__ = ["DeadLetters", "bury"]
+__all__ = ["DeadLetterWriter", "DeadLetters", "bury"]
+
+log = logging.getLogger("platybus.link")
 
 _FIELD = b"f."
 _META = (b"stream", b"entry", b"reason", b"deliveries", b"node")
@@ -43,6 +50,65 @@ def bury(pipe: Any, keys: StreamKeys, node_id: str, stream: str, entry_id: bytes
         dead[_FIELD + name] = value
     pipe.xadd(keys.dead(node_id), dead, maxlen=maxlen, approximate=True)
     pipe.xack(stream, node_id, entry_id)
+
+
+class DeadLetterWriter:
+    """The reader's side: moves entries it cannot handle aside, counts, logs and announces it."""
+
+    def __init__(self, node_id: str, keys: StreamKeys, config: LinkConfig, stats: LinkStats,
+                 announce: Callable[[Event], None]) -> None:
+        self.node_id = node_id
+        self.keys = keys
+        self.config = config
+        self.stats = stats
+        self._announce = announce
+
+    def bury_redelivered(self, client: redis.Redis, stream: str) -> None:
+        """Move aside the pending entries already delivered ``max_deliveries`` times."""
+        # Such an entry would come back after every restart (it may be what crashes the
+        # node): it is set aside instead of being delivered once more.
+        limit = self.config.max_deliveries
+        count = self.config.read_count
+        start = "-"
+        while True:
+            pending: list[dict[str, Any]] = client.xpending_range(
+                stream, self.node_id, min=start, max="+", count=count)
+            if not pending:
+                return
+            for item in pending:
+                times = item["times_delivered"]
+                if times < limit:
+                    continue
+                entry_id: bytes = item["message_id"]
+                found: Any = client.xrange(stream, entry_id, entry_id)
+                fields = found[0][1] if found else {}
+                self.bury(client, stream, [Failed(entry_id, fields, (
+                    f"delivered {times} times without being handled "
+                    f"(max_deliveries {limit})"))], times)
+            if len(pending) < count:
+                return
+            start = "(" + pending[-1]["message_id"].decode()
+
+    def bury(self, client: redis.Redis, stream: str, failed: list[Failed],
+             deliveries: int = 1) -> None:
+        """Move entries to the dead-letter stream and acknowledge them, in one transaction."""
+        pipe = client.pipeline(transaction=True)
+        for entry in failed:
+            bury(pipe, self.keys, self.node_id, stream, entry.entry_id, entry.fields,
+                 entry.reason, deliveries, self.config.dead_maxlen)
+        results = pipe.execute()
+        dead_key = self.keys.dead(self.node_id)
+        for index, entry in enumerate(failed):
+            self.stats.dead_lettered += 1
+            dead_id = results[2 * index].decode()
+            origin = entry.fields.get(b"o", b"").decode("utf-8", "replace")
+            log.warning("entry %s of %s (from %r) moved to %s as %s: %s",
+                        entry.entry_id.decode(), stream, origin, dead_key, dead_id,
+                        entry.reason)
+            self._announce(LinkDeadLetter(origin=self.node_id, data=DeadLetterData(
+                node_id=self.node_id, stream=stream, entry_id=entry.entry_id.decode(),
+                dead_id=dead_id, reason=entry.reason, deliveries=deliveries,
+                origin=origin)))
 
 
 class DeadLetters:

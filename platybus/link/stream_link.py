@@ -31,13 +31,11 @@ from platybus.bus import Bus, Subscription
 from platybus.codec import Codec
 from platybus.errors import DecodeError, LinkError, PlatybusError, QueueFullError
 from platybus.expr import Selector, parse_selector
-from platybus.link.dead_letter import bury
-from platybus.link.inbound import Failed, Inbound, LinkStats, Throttle
+from platybus.link.dead_letter import DeadLetterWriter
+from platybus.link.inbound import Inbound, LinkStats, Throttle
 from platybus.link.protocol import (
-    DeadLetterData,
     Envelope,
     LinkConfig,
-    LinkDeadLetter,
     LinkDown,
     LinkEventData,
     LinkUp,
@@ -80,6 +78,8 @@ class StreamLink:
         self.inbound = Inbound(node_id, self.keys, self.envelope, config,
                                accept or parse_selector("*"), self.stats, self._throttle)
         self.dedup = self.inbound.dedup
+        self.dead_letters = DeadLetterWriter(node_id, self.keys, config, self.stats,
+                                             self._announce)
         self.url = mask_url(config.url)
         self.state: State = "stopped"
         self.last_error = ""
@@ -503,7 +503,7 @@ class StreamLink:
     def _reclaim(self, stream: str) -> None:
         client = self._rclient
         assert client is not None
-        self._bury_redelivered(stream)
+        self.dead_letters.bury_redelivered(client, stream)
         cursor: bytes | str = "0-0"
         for _ in range(100_000):
             reply = client.xautoclaim(stream, self.node_id, self.node_id, 0, cursor,
@@ -514,51 +514,6 @@ class StreamLink:
                 self._handle(stream, entries)
             if cursor in (b"0-0", "0-0"):
                 return
-
-    def _bury_redelivered(self, stream: str) -> None:
-        # An entry handed out max_deliveries times and never acknowledged would come back
-        # after every restart (it may be what crashes the node): set it aside instead.
-        client = self._rclient
-        assert client is not None
-        limit = self.config.max_deliveries
-        start = "-"
-        while True:
-            pending: list[dict[str, Any]] = client.xpending_range(
-                stream, self.node_id, min=start, max="+", count=self.config.read_count)
-            if not pending:
-                return
-            for item in pending:
-                if item["times_delivered"] < limit:
-                    continue
-                entry_id: bytes = item["message_id"]
-                found: Any = client.xrange(stream, entry_id, entry_id)
-                fields = found[0][1] if found else {}
-                self._bury(stream, [Failed(entry_id, fields, (
-                    f"delivered {item['times_delivered']} times without being handled "
-                    f"(max_deliveries {limit})"))], item["times_delivered"])
-            if len(pending) < self.config.read_count:
-                return
-            start = "(" + pending[-1]["message_id"].decode()
-
-    def _bury(self, stream: str, failed: list[Failed], deliveries: int = 1) -> None:
-        client = self._rclient
-        assert client is not None
-        pipe = client.pipeline(transaction=True)
-        for entry in failed:
-            bury(pipe, self.keys, self.node_id, stream, entry.entry_id, entry.fields,
-                 entry.reason, deliveries, self.config.dead_maxlen)
-        results = pipe.execute()
-        for index, entry in enumerate(failed):
-            self.stats.dead_lettered += 1
-            dead_id = results[2 * index]
-            origin = entry.fields.get(b"o", b"").decode("utf-8", "replace")
-            log.warning("entry %s of %s (from %r) moved to %s as %s: %s",
-                        entry.entry_id.decode(), stream, origin, self.keys.dead(self.node_id),
-                        dead_id.decode(), entry.reason)
-            self._announce(LinkDeadLetter(origin=self.node_id, data=DeadLetterData(
-                node_id=self.node_id, stream=stream, entry_id=entry.entry_id.decode(),
-                dead_id=dead_id.decode(), reason=entry.reason, deliveries=deliveries,
-                origin=origin)))
 
     def _read_once(self) -> None:
         client = self._rclient
@@ -579,7 +534,8 @@ class StreamLink:
         if entries and entries[-1][0] is not None:
             self._last_ids[stream] = entries[-1][0]
         if failed:
-            self._bury(stream, failed)
+            assert self._rclient is not None
+            self.dead_letters.bury(self._rclient, stream, failed)
         self._deliver(stream, messages, ack)
 
     def _deliver(self, stream: str, messages: list[Message], ack: list[bytes]) -> None:
