@@ -27,6 +27,7 @@ Every error platybus raises on purpose is a :class:`PlatybusError`::
     │   ├── HandlerTimeout           past its hard limit: its worker was killed
     │   └── WorkerCrashed            its worker process died
     ├── RecordClosed                 an event record was changed after close()
+    ├── JournalError                 the intake journal cannot be read or written
     ├── NodeError                    the node cannot do what was asked
     │   ├── NodeNotReady             the node is starting or stopping
     │   └── NodeAlreadyRunning       another node holds the same id and data dir
@@ -226,6 +227,10 @@ class WorkerCrashed(IsolationError):
 
 class RecordClosed(PlatybusError):
     """An event record was changed after it was closed."""
+
+
+class JournalError(PlatybusError):
+    """The intake journal (SQLite in the data dir) cannot be opened, read or written."""
 
 
 class NodeError(PlatybusError):
