@@ -381,24 +381,32 @@ def as_message(codec: Codec, value: Any, kind: type[Any]) -> Any:
     """Turn a typed message, a dict, JSON text or UTF-8 JSON bytes into a message of ``kind``.
 
     Plain data goes through the codec, so it is validated like anything on the
-    wire; a dict without ``kind`` gets the one ``kind`` names. Raises
+    wire; a dict without ``kind`` gets the one ``kind`` names (``event`` for any
+    message). Raises
     :class:`DecodeError` saying what was wrong.
     """
     wanted = getattr(kind, "kind", None) if kind is not Message else None
-    if isinstance(value, Message):
-        message: Message = value
-    elif isinstance(value, bytes | bytearray | memoryview):
+    default = wanted if isinstance(wanted, str) else "event"
+    if isinstance(value, bytes | bytearray | memoryview):
         try:
-            text = bytes(value).decode("utf-8")
+            value = bytes(value).decode("utf-8")
         except UnicodeDecodeError as error:
             raise DecodeError(f"message bytes are not UTF-8: {error}") from None
-        message = codec.decode(text)
-    elif isinstance(value, str):
-        message = codec.decode(value)
+    if isinstance(value, str):
+        if len(value) > codec.max_size:
+            raise DecodeError(f"message of {len(value)} bytes exceeds the maximum of "
+                              f"{codec.max_size} bytes")
+        try:
+            value = msgspec.json.decode(value)
+        except msgspec.DecodeError as error:
+            raise DecodeError(f"malformed JSON: {error}") from None
+        if not isinstance(value, dict):
+            raise DecodeError(f"expected a JSON object, got {type(value).__name__}")
+    if isinstance(value, Message):
+        message: Message = value
     elif isinstance(value, Mapping):
         data = dict(value)
-        if "kind" not in data and isinstance(wanted, str):
-            data["kind"] = wanted
+        data.setdefault("kind", default)
         try:
             message = codec.from_builtins(data)
         except (TypeError, ValueError) as error:

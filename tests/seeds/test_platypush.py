@@ -110,7 +110,7 @@ def test_missing_file_and_directory_roots_are_waited_for(
         node_with: Callable[[str], tuple[Node, Seen]], tmp_path: Path) -> None:
     later_file = tmp_path / "later.log"
     later_dir = tmp_path / "later"
-    node, seen = node_with(f"""\
+    _node, seen = node_with(f"""\
         paths: [{later_file}, {later_dir}]
         retry_interval: 0.1
         settle: 0.3
@@ -127,7 +127,7 @@ def test_the_regex_example_with_ignore_patterns_as_regexes(
         node_with: Callable[[str], tuple[Node, Seen]], tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()
-    node, seen = node_with(f"""\
+    _node, seen = node_with(f"""\
         paths:
           - path: {photos}
             regexes: ['.*\\.jpe?g$']
