@@ -5,13 +5,12 @@ and runs each message's matching handlers in priority order, so a handler that
 publishes enqueues behind the current message instead of recursing. Handlers
 marked ``blocking`` run on a worker pool and never hold up the dispatcher.
 Requests for another node go to the attached transport; responses resolve the
-callbacks of the requests they answer.
+callbacks of the requests they answer (:mod:`platybus.replies` keeps those).
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
 import itertools
 import logging
 import threading
@@ -31,16 +30,15 @@ from platybus.errors import (
     NoRouteError,
     PlatybusError,
     QueueFullError,
-    RequestTimeout,
 )
 from platybus.expr import Selector, parse_selector
-from platybus.messages import ErrorInfo, Message, Request, Response, _dispatch
+from platybus.messages import Message, Request, Response, _dispatch
+from platybus.replies import Replies, ReplyCallback, error_response, timeout_error
 from platybus.threads import WorkerPool
 
 log = logging.getLogger("platybus.bus")
 
 Handler = Callable[[Any], Any]
-ReplyCallback = Callable[[Response], Any]
 Policy = Literal["block", "reject"]
 
 _LATENCY_SAMPLES = 4096
@@ -109,16 +107,6 @@ class _DispatchState:
         self.stopped = False
 
 
-class _Pending:
-    __slots__ = ("callback", "deadline", "request", "wait")
-
-    def __init__(self, request: Request, callback: ReplyCallback, wait: float) -> None:
-        self.request = request
-        self.callback = callback
-        self.wait = wait
-        self.deadline = time.monotonic() + wait
-
-
 class _Sync:
     """A queued synchronous publish: the message and the future of its results."""
 
@@ -164,9 +152,8 @@ class Bus:
         self._subs_lock = threading.Lock()
         self._index: dict[tuple[str, str | None], list[Subscription]] = {}
         self._seq = itertools.count()
-        self._pending: dict[str, _Pending] = {}
-        self._deadlines: list[tuple[float, str]] = []
-        self._pending_lock = threading.Lock()
+        self._replies = Replies(node_id, self.config.request_timeout)
+        self._direct_lock = threading.Lock()
         self._transport: Transport | None = None
         self._pool = WorkerPool(self.config.workers, "platybus-handler")
         self._thread: threading.Thread | None = None
@@ -201,13 +188,7 @@ class Bus:
             if self._thread.is_alive():
                 log.error("bus dispatcher did not stop within %.1fs", timeout)
         self._pool.stop(max(0.1, deadline - time.monotonic()))
-        with self._pending_lock:
-            pending = list(self._pending.values())
-            self._pending.clear()
-            self._deadlines.clear()
-        for item in pending:
-            self._call_reply(item, self._error_response(item.request, NodeNotReady(
-                "the node stopped before a response arrived")))
+        self._replies.fail_all(NodeNotReady("the node stopped before a response arrived"))
 
     @property
     def published(self) -> int:
@@ -339,9 +320,9 @@ class Bus:
             if message.kind == "response" and message.target in (None, self.node_id):
                 # The caller waiting for this answer gets it now, without a queue hop;
                 # the queue only carries it on if someone subscribed to responses.
-                self._resolve(message)  # type: ignore[arg-type]
+                self._replies.resolve(message)  # type: ignore[arg-type]
                 if not self._candidates("response", None):
-                    with self._pending_lock:
+                    with self._direct_lock:
                         self._direct += 1
                     return None
             # The hot path, inlined: one lock, one append.
@@ -431,97 +412,30 @@ class Bus:
             box.append(response)
             done.set()
 
-        wait = timeout if timeout is not None else request.timeout
-        if wait is None:
-            wait = self.config.request_timeout
+        replies = self._replies
+        wait = replies.wait_for(request, timeout)
         self._expect_reply(request, deliver, wait)
         try:
             self._enqueue(request, None)
         except Exception as error:
-            self._drop_pending(request.id)
-            return self._error_response(request, error)
+            replies.drop(request.id)
+            return error_response(self.node_id, request, error)
         # The dispatcher fires the timeout; the margin only guards against a stuck dispatcher.
         if not done.wait(wait + 1.0):
-            self._drop_pending(request.id)
-            return self._error_response(request, self._timeout_error(request, wait))
+            replies.drop(request.id)
+            return error_response(self.node_id, request,
+                                  timeout_error(self.node_id, request, wait))
         return box[0]
 
     def _expect_reply(
         self, request: Request, callback: ReplyCallback, timeout: float | None
     ) -> None:
-        wait = timeout if timeout is not None else request.timeout
-        if wait is None:
-            wait = self.config.request_timeout
-        pending = _Pending(request, callback, wait)
-        deadlines = self._deadlines
-        with self._pending_lock:
-            self._pending[request.id] = pending
-            # The dispatcher sleeps at most until the earliest deadline it knows: wake it
-            # only when this one comes sooner (a request under the same timeout never does).
-            sooner = not deadlines or pending.deadline < deadlines[0][0]
-            heapq.heappush(deadlines, (pending.deadline, request.id))
-        if sooner:
+        # The dispatcher sleeps at most until the earliest deadline it knows: wake it
+        # only when this one comes sooner.
+        if self._replies.expect(request, callback, timeout):
             with self._cond:
                 if self._waiting:
                     self._cond.notify()
-
-    def _drop_pending(self, request_id: str) -> None:
-        with self._pending_lock:
-            self._pending.pop(request_id, None)
-
-    def _timeout_error(self, request: Request, wait: float) -> RequestTimeout:
-        if request.target not in (None, self.node_id, "*"):
-            text = (f"node {request.target!r} did not answer {request.action} within {wait:g}s "
-                    "(is it running and linked to the same Redis?)")
-        else:
-            text = f"no response from this node to {request.action} within {wait:g}s"
-        return RequestTimeout(
-            text,
-            action=request.action, message_id=request.id, target=request.target,
-        )
-
-    def _error_response(self, request: Request, error: BaseException) -> Response:
-        return Response(
-            request_id=request.id,
-            origin=self.node_id,
-            target=request.origin,
-            parent_id=request.id,
-            error=ErrorInfo.from_exception(error),
-        )
-
-    def _call_reply(self, pending: _Pending, response: Response) -> None:
-        try:
-            pending.callback(response)
-        except Exception:
-            self.handler_errors += 1
-            log.exception("reply callback for request %s failed", pending.request.id)
-
-    def _next_deadline(self) -> float | None:
-        """Seconds until the next reply deadline, or ``None`` if nothing waits."""
-        with self._pending_lock:
-            if not self._deadlines:
-                return None
-            return max(0.0, self._deadlines[0][0] - time.monotonic())
-
-    def _expire_replies(self) -> None:
-        """Call the callbacks of overdue replies with a timeout error."""
-        now = time.monotonic()
-        expired: list[_Pending] = []
-        with self._pending_lock:
-            while self._deadlines:
-                deadline, request_id = self._deadlines[0]
-                pending = self._pending.get(request_id)
-                if pending is None or pending.deadline != deadline:
-                    heapq.heappop(self._deadlines)
-                    continue
-                if deadline > now:
-                    break
-                heapq.heappop(self._deadlines)
-                del self._pending[request_id]
-                expired.append(pending)
-        for pending in expired:
-            error = self._timeout_error(pending.request, pending.wait)
-            self._call_reply(pending, self._error_response(pending.request, error))
 
     # -- dispatch ----------------------------------------------------------
 
@@ -531,11 +445,13 @@ class Bus:
         _dispatch.state = state
         latencies = self._latencies
         dispatch = self._dispatch
+        replies = self._replies
+        deadlines = replies.deadlines
         while True:
             with cond:
                 if not self._queue and not self._stopping:
                     self._waiting = True
-                    cond.wait(self._next_deadline())
+                    cond.wait(replies.next_deadline())
                     self._waiting = False
                 if not self._queue:
                     if self._stopping:
@@ -549,8 +465,8 @@ class Bus:
                     if self._blocked_producers:
                         cond.notify_all()
             # Reply callbacks may publish, so they run without the queue lock held.
-            if self._deadlines:
-                self._expire_replies()
+            if deadlines:
+                replies.expire()
             if batch is None:
                 continue
             self._dispatched += len(batch)
@@ -577,7 +493,7 @@ class Bus:
         else:
             type_ = None
             if kind == "response":
-                self._resolve(message)  # type: ignore[arg-type]
+                self._replies.resolve(message)  # type: ignore[arg-type]
         subs = self._index.get((kind, type_))
         if subs is None:
             subs = self._candidates(kind, type_)
@@ -625,12 +541,6 @@ class Bus:
         else:
             item.future.set_result(results)
 
-    def _resolve(self, response: Response) -> None:
-        with self._pending_lock:
-            pending = self._pending.pop(response.request_id, None)
-        if pending is not None:
-            self._call_reply(pending, response)
-
     def _call_blocking(self, sub: Subscription, message: Message) -> Any:
         try:
             return sub.handler(message)
@@ -658,7 +568,8 @@ class Bus:
                 "(configure the redis backend)",
                 target=message.target, message_id=message.id,
             )
-            self._enqueue(self._error_response(message, error).replace(target=None), None)
+            self._enqueue(error_response(self.node_id, message, error).replace(target=None),
+                          None)
         else:
             log.warning("dropped %s %s for node %r: no link to other nodes",
                         message.kind, message.id, message.target)
@@ -676,9 +587,9 @@ class Bus:
             published=self.published,
             delivered=self.delivered,
             rejected=self.rejected,
-            handler_errors=self.handler_errors,
+            handler_errors=self.handler_errors + self._replies.callback_errors,
             queue_depth=len(self._queue),
-            pending_replies=len(self._pending),
+            pending_replies=len(self._replies),
             subscribers=len(self._subs),
             latency_p50_ms=round(pct(0.5), 4),
             latency_p99_ms=round(pct(0.99), 4),

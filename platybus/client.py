@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from platybus.bus import Bus, BusConfig, ReplyCallback
+from platybus.bus import Bus, BusConfig
 from platybus.codec import Codec
 from platybus.errors import (
     ArgumentError,
@@ -40,6 +40,7 @@ from platybus.expr import Selector, parse_selector
 from platybus.link.protocol import LinkConfig, LinkDown, LinkUp, valid_id
 from platybus.link.stream_link import StreamLink
 from platybus.messages import Event, EventTypes, Message, Request, Response
+from platybus.replies import ReplyCallback
 
 __all__ = ["Client", "Subscriber"]
 

@@ -29,9 +29,10 @@ from platybus.messages import Event, Message, Request, Response
 
 if TYPE_CHECKING:
     from platybus.actions import ActionRegistry, ActionRunner
-    from platybus.bus import Bus, ReplyCallback
+    from platybus.bus import Bus
     from platybus.codec import Codec
     from platybus.link.protocol import LinkConfig
+    from platybus.replies import ReplyCallback
 
 # What the ``send_*`` methods of a backend accept: a typed message, a dict, JSON text or bytes.
 MessageLike = Message | Mapping[str, Any] | str | bytes | bytearray

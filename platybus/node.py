@@ -353,7 +353,9 @@ class Node:
         """Return counters in the Prometheus text format."""
         from platybus.metrics import render_metrics
 
-        return render_metrics(self)
+        return render_metrics(
+            self.bus.stats(), {name: b.events_sent for name, b in self.backends.items()},
+            self.actions.specs())
 
 
 def _with_defaults(plugins: dict[str, ExtensionConfig]) -> list[ExtensionConfig]:

@@ -29,6 +29,7 @@ from platybus.errors import (
 )
 from platybus.extensions import Backend, NodeContext
 from platybus.messages import ErrorInfo
+from platybus.metrics import PrometheusText
 
 from .config import ROUTES, HttpConfig
 from .gate import JSON, Gate, decode_error, headers_for, status_of
@@ -204,23 +205,16 @@ class HttpBackend(Backend):
 
     def render_metrics(self) -> str:
         """Render the HTTP counters in the Prometheus text format."""
-        lines = [
-            "# HELP platybus_http_requests_total HTTP requests by route and status.",
-            "# TYPE platybus_http_requests_total counter",
-        ]
-        for (route, status), count in sorted(self.gate.requests.items()):
-            lines.append(f'platybus_http_requests_total{{route="{route}",status="{status}"}} '
-                         f"{count}")
-        lines += [
-            "# HELP platybus_http_stream_clients Connected event stream clients.",
-            "# TYPE platybus_http_stream_clients gauge",
-            f"platybus_http_stream_clients {len(self.streams.clients)}",
-            "# HELP platybus_http_stream_dropped_total Stream clients dropped, by reason.",
-            "# TYPE platybus_http_stream_dropped_total counter",
-        ]
-        lines += [f'platybus_http_stream_dropped_total{{reason="{reason}"}} '
-                  f"{self.streams.dropped[reason]}" for reason in DROP_REASONS]
-        return "\n".join(lines) + "\n"
+        out = PrometheusText()
+        out.metric("http_requests_total", "counter", "HTTP requests by route and status.",
+                   [({"route": route, "status": status}, count)
+                    for (route, status), count in sorted(self.gate.requests.items())])
+        out.value("http_stream_clients", "gauge", "Connected event stream clients.",
+                  len(self.streams.clients))
+        out.metric("http_stream_dropped_total", "counter", "Stream clients dropped, by reason.",
+                   [({"reason": reason}, self.streams.dropped[reason])
+                    for reason in DROP_REASONS])
+        return out.text()
 
     async def _actions(self, request: web.Request) -> web.Response:
         denied = self.gate.denied(request, "/actions", needs_ready=False)

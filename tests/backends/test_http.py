@@ -420,7 +420,8 @@ def test_a_slow_stream_client_is_dropped_and_counted(start_node: Callable[..., N
         deadline = time.monotonic() + 20
         sent = 0
         # Bursts smaller than the queue: only a client that stops reading falls behind.
-        while backend.streams.dropped["queue_full"] == 0 and sent < 20_000 and time.monotonic() < deadline:
+        while (backend.streams.dropped["queue_full"] == 0 and sent < 20_000
+               and time.monotonic() < deadline):
             for _ in range(4):
                 node.bus.publish(Event(type="flood.item", data={"pad": payload}))
             sent += 4

@@ -117,7 +117,9 @@ def test_the_limit_covers_queueing(jobs: Path, no_leaked_processes: None) -> Non
     pool.start()
     try:
         first = pool.submit("isojobs:hang", None, ev())
-        second = pool.submit("isojobs:echo", None, ev())
+        # Its limit passes while the only worker is still busy with the first, whatever
+        # the load: it cannot have started.
+        second = pool.submit("isojobs:echo", None, ev(), timeout=0.5)
         with pytest.raises(HandlerTimeout):
             first.result(15)
         with pytest.raises(HandlerTimeout, match="never ran"):
