@@ -43,9 +43,14 @@ def test_a_record_as_a_context_manager_with_attribute_values(tmp_path: Path) -> 
 
 def test_an_exception_that_escapes_is_recorded_and_still_raised() -> None:
     record = EventRecord("build.done")
-    with pytest.raises(ZeroDivisionError), record:
-        record.step = "compile"
-        _ = 1 / 0
+
+    def build() -> None:
+        with record:
+            record.step = "compile"
+            _ = 1 / 0
+
+    with pytest.raises(ZeroDivisionError):
+        build()
     assert record.closed
     assert record.event.data.values["error"]["type"] == "ZeroDivisionError"
 
