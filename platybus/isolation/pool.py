@@ -56,7 +56,7 @@ from platybus.messages import EventTypes, Message
 
 log = logging.getLogger("platybus.isolation")
 
-__all__ = ["PoolStats", "ProcessPool", "TaskFuture"]
+__all__ = ["PoolStats", "ProcessPool", "Slots", "TaskFuture"]
 
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_QUEUE_SIZE = 10_000
@@ -125,8 +125,54 @@ class PoolStats(msgspec.Struct):
     pids: list[int]
 
 
+class Slots:
+    """One limit on tasks running at once, shared by several pools; the rest wait queued.
+
+    A pool takes a slot before it hands a task to a worker and gives it back when
+    the task ends; a slot given back wakes every pool, so whichever has work runs it.
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit if limit else (os.cpu_count() or 1)
+        if self.limit < 1:
+            raise ValueError("a parallel limit needs at least one slot")
+        self._lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+        self._pools: list[ProcessPool] = []
+
+    def attach(self, pool: ProcessPool) -> None:
+        """Have ``pool`` woken when a slot frees."""
+        with self._lock:
+            self._pools.append(pool)
+
+    def detach(self, pool: ProcessPool) -> None:
+        """Stop waking ``pool``."""
+        with self._lock:
+            if pool in self._pools:
+                self._pools.remove(pool)
+
+    def try_take(self) -> bool:
+        """Take a slot if one is free."""
+        with self._lock:
+            if self.running >= self.limit:
+                return False
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            return True
+
+    def give_back(self) -> None:
+        """Free a slot and wake the pools that may have work waiting for it."""
+        with self._lock:
+            self.running -= 1
+            pools = list(self._pools)
+        for pool in pools:
+            pool._wake()
+
+
 class _Task:
-    __slots__ = ("configuration", "deadline", "fn_ref", "future", "payload", "seq", "state")
+    __slots__ = ("configuration", "deadline", "fn_ref", "future", "payload", "seq", "slot",
+                 "state")
 
     def __init__(self, seq: int, future: TaskFuture, fn_ref: str, *, configuration: bytes,
                  payload: bytes, deadline: float) -> None:
@@ -137,6 +183,7 @@ class _Task:
         self.payload = payload
         self.deadline = deadline
         self.state = "queued"
+        self.slot = False
 
 
 class _Worker:
@@ -166,8 +213,10 @@ class ProcessPool:
         search_path: Sequence[str | Path] = (),
         timeout: float = DEFAULT_TIMEOUT,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        slots: Slots | None = None,
     ) -> None:
         self.name = name
+        self.slots = slots
         self.size = size if size else (os.cpu_count() or 1)
         if self.size < 1:
             raise ValueError("a process pool needs at least one worker")
@@ -204,6 +253,8 @@ class ProcessPool:
                 return
             self._thread = threading.Thread(target=self._run, name=f"platybus-pool-{self.name}")
             self._thread.start()
+        if self.slots is not None:
+            self.slots.attach(self)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Fail queued tasks, give running ones ``timeout`` seconds, then end every worker.
@@ -217,6 +268,8 @@ class ProcessPool:
             self._stopping = True
             self._stop_grace = time.monotonic() + timeout
             thread = self._thread
+        if self.slots is not None:
+            self.slots.detach(self)
         if thread is None:
             self._fail_queued(NodeNotReady(f"process pool {self.name} stopped before it started"))
         else:
@@ -309,7 +362,10 @@ class ProcessPool:
                 idle = next((w for w in self._workers if w.task is None), None)
                 if idle is None and len(self._workers) >= self.size:
                     return
+                if self.slots is not None and not self.slots.try_take():
+                    return  # every shared slot is busy: a freed one wakes this pool
                 task = self._queue.popleft()
+                task.slot = self.slots is not None
             if idle is None:
                 try:
                     idle = self._spawn(selector)
@@ -351,6 +407,7 @@ class ProcessPool:
         if not future.set_running_or_notify_cancel():
             worker.task = None
             task.state = "done"
+            self._free_slot(task)
             return
         future._started(worker.pid)
         frame = TaskFrame(task.seq, task.fn_ref, task.configuration, task.payload)
@@ -404,6 +461,7 @@ class ProcessPool:
         if task.state == "done":
             return
         task.state = "done"
+        self._free_slot(task)
         future = task.future
         future.finished = time.monotonic()
         if error is None:
@@ -422,6 +480,11 @@ class ProcessPool:
         except Exception:
             log.exception("process pool %s: a callback of task %s failed", self.name,
                           task.fn_ref)
+
+    def _free_slot(self, task: _Task) -> None:
+        if task.slot and self.slots is not None:
+            task.slot = False
+            self.slots.give_back()
 
     def _expire(self, selector: selectors.BaseSelector) -> None:
         now = time.monotonic()
