@@ -17,18 +17,19 @@ from typing import Any
 
 from platybus.bus import Bus, BusConfig
 from platybus.config import load_config
+from platybus.isolation.handlers import Handler
 from platybus.isolation.pool import ProcessPool
 from platybus.messages import Event
 from platybus.node import Node
 
 
-class Trivial:
+class Trivial(Handler):
     """The handler under test: it does almost nothing, so the figure is the overhead."""
 
     @staticmethod
-    def handle(configuration: Any, event: Event) -> int:
+    def handle(config: Any, event: Event) -> int:
         """Return a number from the event."""
-        return int(event.data["n"]) * int(configuration["factor"])
+        return int(event.data["n"]) * int(config["factor"])
 
 
 def inline(n: int) -> float:
@@ -64,8 +65,8 @@ def isolated(n: int, workers: int) -> float:
 node: {{id: bench, data_dir: {tmp}}}
 handlers:
   trivial:
-    entry_point: "python:bench.isolation.Trivial"
-    configuration: {{factor: 2}}
+    class: bench.isolation:Trivial
+    factor: 2
     if: "type=bench.job"
     workers: {workers}
     queue_size: {n + 1000}

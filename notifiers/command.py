@@ -9,6 +9,7 @@ import threading
 
 import msgspec
 
+from platybus.extensions import NodeContext
 from platybus.messages import Event
 from platybus.notify.manager import Notifier
 from platybus.notify.records import event_to_document
@@ -29,8 +30,8 @@ class CommandNotifier(Notifier):
     Config = CommandConfig
     shorthand = "command"
 
-    def __init__(self, name: str, config: CommandConfig) -> None:
-        super().__init__(name, config)
+    def __init__(self, name: str, config: CommandConfig, context: NodeContext) -> None:
+        super().__init__(name, config, context)
         command = config.command
         self.argv = shlex.split(command) if isinstance(command, str) else list(command)
         if not self.argv:

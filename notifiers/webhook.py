@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from platybus.errors import ExtensionError
+from platybus.extensions import NodeContext
 from platybus.messages import Event
 from platybus.notify.manager import Notifier
 from platybus.notify.records import event_to_document
@@ -35,8 +36,8 @@ class WebhookNotifier(Notifier):
     Config = WebhookConfig
     shorthand = "url"
 
-    def __init__(self, name: str, config: WebhookConfig) -> None:
-        super().__init__(name, config)
+    def __init__(self, name: str, config: WebhookConfig, context: NodeContext) -> None:
+        super().__init__(name, config, context)
         parts = urlsplit(config.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ExtensionError(f"notifier {name}: url must be http(s)://host/..., "

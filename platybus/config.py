@@ -88,13 +88,20 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
 
 @dataclass(frozen=True)
 class ExtensionConfig:
-    """One entry of ``plugins`` or ``backends``: its name, optional class and options."""
+    """One extension entry (plugin, backend, notifier, handler): name, class and options."""
 
     name: str
     path: KeyPath
     class_spec: str | None
     enabled: bool
     options: dict[str, Any]
+    # The keys that the kind reads itself (a notifier's ``if``, a handler's ``timeout``).
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def class_path(self) -> KeyPath:
+        """The key path that an error about the class points at."""
+        return (*self.path, "class") if self.class_spec is not None else self.path
 
 
 @dataclass
@@ -112,9 +119,13 @@ class Config:
         """Return a raw section (``hooks``, ``cron``, ...) or ``None``."""
         return self.raw.get(name)
 
-    def convert(self, value: Any, type_: type[T], path: KeyPath) -> T:
-        """Validate ``value`` into ``type_``; errors name the file, line and key."""
-        return convert(value, type_, path, self.source)
+    def convert(self, value: Any, type_: type[T], path: KeyPath, *,
+                also_known: tuple[str, ...] = ()) -> T:
+        """Validate ``value`` into ``type_``; errors name the file, line and key.
+
+        ``also_known`` are keys valid beside ``value``'s own, offered for a typo.
+        """
+        return convert(value, type_, path, self.source, also_known=also_known)
 
     @property
     def data_dir(self) -> Path:
@@ -122,17 +133,19 @@ class Config:
         return Path(self.node.data_dir)
 
 
-def convert(value: Any, type_: type[T], path: KeyPath, source: SourceMap) -> T:
+def convert(value: Any, type_: type[T], path: KeyPath, source: SourceMap, *,
+            also_known: tuple[str, ...] = ()) -> T:
     """Validate plain config data into a typed struct, mapping errors to config locations."""
     try:
         result: T = msgspec.convert(value, type_, strict=False)
         return result
     except msgspec.ValidationError as error:
-        raise _explain(error, value, type_, path, source) from None
+        raise _explain(error, value, type_, path, source, also_known) from None
 
 
 def _explain(
-    error: msgspec.ValidationError, value: Any, type_: Any, path: KeyPath, source: SourceMap
+    error: msgspec.ValidationError, value: Any, type_: Any, path: KeyPath, source: SourceMap,
+    also_known: tuple[str, ...] = (),
 ) -> ConfigError:
     text = str(error)
     reason, _, where = text.partition(" - at `$")
@@ -141,7 +154,7 @@ def _explain(
     unknown = re.match(r"Object contains unknown field `([^`]+)`", reason)
     if unknown:
         key = unknown.group(1)
-        known = _fields_of(located)
+        known = _fields_of(located) + ([] if sub else list(also_known))
         hint = difflib.get_close_matches(key, known, n=1)
         tail = f"; did you mean {hint[0]!r}?" if hint else ""
         allowed = f" (known keys: {', '.join(known)})" if known and not hint else ""
@@ -261,23 +274,66 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
 
 
 def _extensions(raw: dict[str, Any], section: str, source: SourceMap) -> dict[str, ExtensionConfig]:
-    entries = raw.get(section) or {}
+    return extension_section(raw.get(section), section, source)
+
+
+# The keys every extension entry may have, whatever its kind.
+COMMON_KEYS = ("class", "enabled")
+
+# Keys of earlier versions, refused with the spelling that replaced them: no silent aliases.
+OLD_KEYS = {
+    "type": "'type' is now 'class': write class: {value}",
+    "entry_point": "'entry_point' is now 'class': write class: {value}",
+    "options": "options sit in the entry itself, beside 'class': write {keys} one level up, "
+               "without 'options:'",
+    "configuration": "options sit in the entry itself, beside 'class': write {keys} one level "
+                     "up, without 'configuration:'",
+}
+
+
+def extension_section(
+    entries: Any, section: str, source: SourceMap, *,
+    settings: tuple[str, ...] = (), refuse_old: bool = False,
+) -> dict[str, ExtensionConfig]:
+    """Split each entry of an extension section into its class, its settings and its options.
+
+    ``class`` and ``enabled`` are common to every kind; ``settings`` names the keys
+    the kind itself reads (a notifier's ``if``, a handler's ``timeout``); every other
+    key is the extension's own option. ``refuse_old`` turns the keys of earlier
+    versions (:data:`OLD_KEYS`) into errors naming the new spelling.
+    """
+    if entries is None:
+        return {}
     if not isinstance(entries, dict):
         raise source.error((section,), "expected a mapping of names to options")
     result = {}
     for name, given in entries.items():
-        path: KeyPath = (section, name)
+        path: KeyPath = (section, str(name))
         if given is not None and not isinstance(given, dict):
             raise source.error(path, "expected a mapping of options (or nothing)")
         options = dict(given or {})
+        if refuse_old:
+            for key in OLD_KEYS:
+                if key in options:
+                    raise source.error((*path, key), _old_key_message(key, options[key]))
         spec = options.pop("class", None)
-        if spec is not None and not isinstance(spec, str):
-            raise source.error((*path, "class"), "expected 'module:Class'")
+        if spec is not None and (not isinstance(spec, str) or not spec):
+            raise source.error((*path, "class"), "expected an installed name or 'module:Class'")
         enabled = options.pop("enabled", True)
         if not isinstance(enabled, bool):
             raise source.error((*path, "enabled"), "expected true or false")
-        result[str(name)] = ExtensionConfig(str(name), path, spec, enabled, options)
+        own = {key: options.pop(key) for key in settings if key in options}
+        result[str(name)] = ExtensionConfig(str(name), path, spec, enabled, options, own)
     return result
+
+
+def _old_key_message(key: str, value: Any) -> str:
+    if isinstance(value, dict) and value:
+        keys = ", ".join(f"{k}: ..." for k in value)
+    else:
+        keys = "the options"
+    shown = value if isinstance(value, str) and value else "<name or module:Class>"
+    return OLD_KEYS[key].format(value=shown, keys=keys)
 
 
 def _load_file(

@@ -1,30 +1,27 @@
 """Extension points: :class:`Plugin` with ``@action`` methods, :class:`Backend` threads.
 
 Extensions are *marked*, not registered at import: a plugin class marks its
-actions with :func:`action`; the node finds classes through entry-point groups
-(``platybus.plugins``, ``platybus.backends``) or a ``module:Class`` spec from a
-directory named in the config, and builds them with their typed config.
+actions with :func:`action`; the node finds classes with :func:`~platybus.loader.load_class`
+(an entry-point name of ``platybus.plugins`` or ``platybus.backends``, or a
+``module:Class`` spec) and builds each as ``cls(name, config, context)``.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-import importlib
 import logging
 import re
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
 from platybus.actions import action
-from platybus.errors import BusError, DecodeError, ExtensionError, ExtensionNotFound, LinkError
+from platybus.errors import BusError, DecodeError, ExtensionError, LinkError
+from platybus.loader import available, load_class
 from platybus.messages import Event, Message, Request, Response
 
 if TYPE_CHECKING:
@@ -57,9 +54,6 @@ __all__ = [
 PLUGIN_GROUP = "platybus.plugins"
 BACKEND_GROUP = "platybus.backends"
 
-T = TypeVar("T")
-
-
 class EmptyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Config of an extension that takes no options."""
 
@@ -81,6 +75,19 @@ class NodeContext:
     link: LinkConfig | None = None
     # Withdraws services from zeroconf while the node runs (set by the node).
     withdraw_services: Callable[[Sequence[ServiceInfo]], None] | None = None
+
+    @classmethod
+    def detached(cls, node_id: str, data_dir: Path, codec: Codec | None = None) -> NodeContext:
+        """A context for extensions built outside a running node (a command, a child process).
+
+        Its bus is never started: what is published on it goes nowhere.
+        """
+        from platybus.actions import ActionRegistry
+        from platybus.bus import Bus
+        from platybus.codec import Codec
+
+        return cls(node_id=node_id, bus=Bus(node_id), codec=codec or Codec(),
+                   actions=ActionRegistry(), data_dir=data_dir)
 
 
 class Plugin:
@@ -425,76 +432,3 @@ def _with_origin(message: Any, node_id: str) -> Any:
     if isinstance(message, Message) and message.origin is None:
         return message.replace(origin=node_id)
     return message
-
-
-# -- loading ------------------------------------------------------------------
-
-
-def available(group: str) -> dict[str, str]:
-    """Return the extension names of an entry-point group with their targets."""
-    return {ep.name: ep.value for ep in entry_points(group=group)}
-
-
-def load_class(
-    group: str,
-    name: str,
-    base: type[T],
-    *,
-    spec: str | None = None,
-    search_path: list[Path] | None = None,
-) -> type[T]:
-    """Find the class of an extension by entry-point name, or by ``module:Class`` spec.
-
-    A spec is imported from the directories of ``search_path`` (the config's
-    ``extensions_path``) first.
-    """
-    kind = group.rsplit(".", 1)[-1].rstrip("s")
-    if spec is not None:
-        obj = _import_spec(spec, search_path or [], kind, name)
-    else:
-        eps = {ep.name: ep for ep in entry_points(group=group)}
-        ep = eps.get(name)
-        if ep is None:
-            hint = difflib.get_close_matches(name, list(eps), n=1)
-            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-            known = ", ".join(sorted(eps)) or "none"
-            raise ExtensionNotFound(
-                f"no {kind} named {name!r}{suggestion} (installed: {known})", name=name
-            )
-        try:
-            obj = ep.load()
-        except Exception as error:
-            raise ExtensionError(
-                f"cannot load {kind} {name!r} from {ep.value}: {error}", name=name
-            ) from error
-    if not (isinstance(obj, type) and issubclass(obj, base)):
-        raise ExtensionError(
-            f"{kind} {name!r}: {obj!r} is not a subclass of {base.__name__}", name=name
-        )
-    return obj
-
-
-def _import_spec(spec: str, search_path: list[Path], kind: str, name: str) -> Any:
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ExtensionError(
-            f"{kind} {name!r}: class must be 'module:Class', got {spec!r}", name=name
-        )
-    for directory in reversed(search_path):
-        text = str(directory.resolve())
-        if text not in sys.path:
-            sys.path.insert(0, text)
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as error:
-        where = ", ".join(str(p) for p in search_path) or "the Python path"
-        raise ExtensionError(
-            f"{kind} {name!r}: cannot import {module_name!r} (searched {where}): {error}",
-            name=name,
-        ) from error
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ExtensionError(
-            f"{kind} {name!r}: module {module_name!r} has no {attr!r}", name=name
-        ) from None

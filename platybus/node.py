@@ -25,7 +25,7 @@ from platybus.actions import ActionRegistry, ActionRunner, ActionSpec
 from platybus.automation import Automation
 from platybus.bus import Bus
 from platybus.codec import Codec
-from platybus.config import Config, ExtensionConfig
+from platybus.config import COMMON_KEYS, Config, ExtensionConfig
 from platybus.discovery import EVENT_TYPES as DISCOVERY_EVENTS
 from platybus.discovery import Discovery, load_discovery_config
 from platybus.errors import ExtensionError, NodeAlreadyRunning, NodeError, PlatybusError
@@ -129,7 +129,7 @@ class Node:
             from platybus.notify.manager import NotifierManager
 
             # Before the backends, so no event they publish at start-up is missed.
-            notifiers = self.notifiers = NotifierManager.from_config(config, self.codec)
+            notifiers = self.notifiers = NotifierManager.from_config(config, self.context)
             self.actions.add(ActionSpec.from_function(
                 "notifiers.status", notifiers.status, blocking=False))
             self._steps.append(Step("notifiers", lambda: notifiers.start(self.bus),
@@ -371,12 +371,11 @@ def _resolve(ext: ExtensionConfig, group: str, base: type[Any], search: list[Pat
     try:
         return load_class(group, ext.name, base, spec=ext.class_spec, search_path=search)
     except PlatybusError as error:
-        where = (*ext.path, "class") if ext.class_spec else ext.path
-        raise config.source.error(where, str(error)) from None
+        raise config.source.error(ext.class_path, str(error)) from None
 
 
 def _typed(cls: type[Plugin] | type[Backend], ext: ExtensionConfig, config: Config) -> Any:
-    return config.convert(ext.options, cls.Config, ext.path)
+    return config.convert(ext.options, cls.Config, ext.path, also_known=COMMON_KEYS)
 
 
 def _link_of(backends: Iterable[Backend]) -> LinkConfig | None:

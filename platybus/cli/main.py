@@ -436,9 +436,10 @@ COMMAND_GROUP = "platybus.commands"
 
 def _command_groups() -> list[Callable[[Add, Load], None]]:
     """Return the ``add_commands(add, load)`` functions extensions contribute."""
-    from importlib.metadata import entry_points
+    from platybus.loader import entry_point_index
 
-    return [ep.load() for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name)]
+    eps = entry_point_index().get(COMMAND_GROUP, {})
+    return [eps[name].load() for name in sorted(eps)]
 
 
 def _add_remote_options(p: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ from platybus.errors import ArgumentError
 def cmd_outbox(args: argparse.Namespace, load: Load) -> int:
     """List the events waiting in the outbox, or push them now."""
     from platybus.codec import Codec
+    from platybus.extensions import NodeContext
     from platybus.notify.manager import NotifierManager
     from platybus.notify.outbox import Outbox
 
@@ -35,7 +36,8 @@ def cmd_outbox(args: argparse.Namespace, load: Load) -> int:
             print(f"{e.state.notifier:<12} {e.event_id}  {e.event_type:<20} "
                   f"{e.state.attempts} tries, {status}: {e.state.last_error}")
         return 0
-    manager = NotifierManager.from_config(config, codec)
+    manager = NotifierManager.from_config(
+        config, NodeContext.detached(config.node.id, config.data_dir, codec))
     names = [args.notifier] if args.notifier else outbox.notifiers()
     left = 0
     for name in names:

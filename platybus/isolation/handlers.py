@@ -1,16 +1,18 @@
 """Extension handlers: code named in the config that handles events in worker processes.
 
-``handlers: NAME: {entry_point: "python:pkg.module.Class", configuration: ..., if: ...}``.
-The class is built once in the node's process, where its ``on_start(configuration)``
-and ``on_stop()`` run (each start and stop of the handler); its
-``@staticmethod handle(configuration, event)`` runs in a :class:`ProcessPool`
-of its own, under a hard limit. Outcomes come back as ``handler.done``,
+``handlers: NAME: {class: "pkg.module:Class", if: ..., timeout: ..., OPTION: ...}``: the
+class is loaded as every extension's (an installed name, ``module:Class``, or SFTPPlus's
+``python:pkg.module.Class``) and built once, as ``cls(name, config, context)``, in the
+node's process, where its ``on_start(config)`` and ``on_stop()`` run (each start and stop
+of the handler); its ``@staticmethod handle(config, event)`` runs in a
+:class:`ProcessPool` of its own, under a hard limit. Outcomes come back as ``handler.done``,
 ``handler.failed`` and ``handler.timeout`` events whose ``parent_id`` is the
 triggering event. See ``docs/handlers.md``.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 import threading
@@ -24,6 +26,7 @@ import msgspec
 
 from platybus.actions import ActionSpec
 from platybus.automation.conditions import Condition, compile_hook_condition
+from platybus.config import COMMON_KEYS, ExtensionConfig, extension_section
 from platybus.errors import (
     DecodeError,
     ExtensionError,
@@ -34,7 +37,7 @@ from platybus.errors import (
     QueueFullError,
     WorkerCrashed,
 )
-from platybus.extensions import NodeContext, load_class
+from platybus.extensions import NodeContext
 from platybus.isolation.pool import (
     DEFAULT_QUEUE_SIZE,
     DEFAULT_TIMEOUT,
@@ -42,6 +45,7 @@ from platybus.isolation.pool import (
     Slots,
     TaskFuture,
 )
+from platybus.loader import load_class
 from platybus.messages import ErrorInfo, Event
 
 if TYPE_CHECKING:
@@ -52,30 +56,28 @@ log = logging.getLogger("platybus.isolation.handlers")
 
 __all__ = [
     "Handler",
-    "HandlerConfig",
     "HandlerDone",
     "HandlerFailed",
     "HandlerResult",
     "HandlerSet",
+    "HandlerSettings",
     "HandlerTimedOut",
     "Trace",
 ]
 
 HANDLER_GROUP = "platybus.handlers"
 TRACE_LIMIT = 200
-_PREFIX = "python:"
+# The keys of a ``handlers`` entry that the node reads; the others are the handler's options.
+HANDLER_SETTINGS = ("if", "timeout", "workers", "queue_size", "allow_long")
 
 
-class HandlerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One entry of the ``handlers`` section."""
+class HandlerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What the node reads of a ``handlers`` entry, beside ``class`` and the options."""
 
-    entry_point: str
-    configuration: Any = None
     condition: Any = msgspec.field(default=None, name="if")
     timeout: float = DEFAULT_TIMEOUT
     workers: int = 0
     queue_size: int = DEFAULT_QUEUE_SIZE
-    enabled: bool = True
     allow_long: bool = False
 
 
@@ -86,16 +88,28 @@ DEFAULT_EXTENSIONS = "extensions"
 
 
 class Handler:
-    """Optional base of handler classes: ``handle`` runs in a worker, the rest in the node."""
+    """Base of handler classes: ``handle`` runs in a worker, the rest in the node.
 
-    def on_start(self, configuration: Any) -> None:
+    ``Config``, when a class sets it, is the msgspec struct its options are checked
+    against; without it a handler gets its options as a plain mapping.
+    """
+
+    Config: ClassVar[type[msgspec.Struct] | None] = None
+
+    def __init__(self, name: str, config: Any, context: NodeContext) -> None:
+        self.name = name
+        self.config = config
+        self.context = context
+        self.log = logging.getLogger(f"platybus.handlers.{name}")
+
+    def on_start(self, config: Any) -> None:
         """Prepare in the node's process; called each time the handler starts."""
 
     def on_stop(self) -> None:
         """Clean up in the node's process; called each time the handler stops."""
 
     @staticmethod
-    def handle(configuration: Any, event: Event) -> Any:
+    def handle(config: Any, event: Event) -> Any:
         """Handle one event in a worker process; the result must be plain data."""
         raise NotImplementedError
 
@@ -150,13 +164,16 @@ class Trace(msgspec.Struct, frozen=True, kw_only=True):
 class HandlerRunner:
     """One configured handler: its object in the node, its process pool, its subscription."""
 
-    def __init__(self, name: str, cls: type[Any], settings: HandlerConfig, *,
-                 condition: Condition | None, context: NodeContext, search_path: list[Path],
-                 record: Callable[[Trace], None], slots: Slots | None = None) -> None:
+    def __init__(self, name: str, cls: type[Any], settings: HandlerSettings, config: Any, *,
+                 spec: str, condition: Condition | None, context: NodeContext,
+                 search_path: list[Path], record: Callable[[Trace], None],
+                 slots: Slots | None = None) -> None:
         self.name = name
         self.slots = slots
         self.cls = cls
+        self.spec = spec
         self.settings = settings
+        self.config = config
         self.condition = condition
         # A selector filters on the bus; a mapping condition is checked per event below.
         self.filter = condition if condition is not None and condition.selector is None else None
@@ -164,7 +181,7 @@ class HandlerRunner:
         self.search_path = search_path
         self.fn_ref = f"{cls.__module__}:{cls.__qualname__}.handle"
         # Built here, in the node's process: the worker only ever sees ``handle``.
-        self.instance = cls()
+        self.instance = cls(name, config, context)
         self.pool: ProcessPool | None = None
         self._subscription: Subscription | None = None
         self._record = record
@@ -177,7 +194,7 @@ class HandlerRunner:
             return
         on_start = _hook(self.instance, "on_start", "onStart")
         if on_start is not None:
-            on_start(self.settings.configuration)
+            on_start(self.config)
         pool = ProcessPool(self.name, size=self.settings.workers or None,
                            codec=self.context.codec, search_path=self.search_path,
                            timeout=self.settings.timeout, queue_size=self.settings.queue_size,
@@ -217,7 +234,7 @@ class HandlerRunner:
         if pool is None:
             return
         try:
-            future = pool.submit(self.fn_ref, self.settings.configuration, event)
+            future = pool.submit(self.fn_ref, self.config, event)
         except (QueueFullError, NodeNotReady, DecodeError) as error:
             self._report(event, error, None)  # logged there, with its trace
             return
@@ -264,7 +281,7 @@ class HandlerRunner:
         """Return this handler's settings, counters and pool state."""
         pool = self.pool
         return {
-            "entry_point": self.settings.entry_point,
+            "class": self.spec,
             "if": self.settings.condition,
             "timeout": self.settings.timeout,
             "running": pool is not None,
@@ -313,9 +330,8 @@ class HandlerSet:
     @classmethod
     def from_config(cls, config: Config, context: NodeContext) -> HandlerSet:
         """Validate the ``handlers`` section, load each class and register the status action."""
-        section = config.section("handlers") or {}
-        if not isinstance(section, dict):
-            raise config.source.error(("handlers",), "expected a mapping of handler names")
+        entries = extension_section(config.section("handlers"), "handlers", config.source,
+                                    settings=HANDLER_SETTINGS, refuse_old=True)
         search = [Path(p) for p in config.node.extensions_path]
         if not search:
             search = [Path(config.file).resolve().parent / DEFAULT_EXTENSIONS]
@@ -324,11 +340,11 @@ class HandlerSet:
             raise config.source.error(("node", "handlers_parallel"),
                                       "must be 0 (one per CPU) or more")
         handlers = cls(parallel=parallel or None)
-        for name, raw in section.items():
-            path = ("handlers", str(name))
-            settings = config.convert(raw if raw is not None else {}, HandlerConfig, path)
-            if not settings.enabled:
+        for name, ext in entries.items():
+            if not ext.enabled:
                 continue
+            path = ext.path
+            settings = config.convert(ext.settings, HandlerSettings, path)
             if settings.timeout <= 0:
                 raise config.source.error((*path, "timeout"), "must be more than 0 seconds")
             if settings.timeout > LONG_LIMIT and not settings.allow_long:
@@ -338,18 +354,21 @@ class HandlerSet:
                     "beside it if the handler really needs longer")
             if settings.workers < 0:
                 raise config.source.error((*path, "workers"), "must be 0 (one per CPU) or more")
-            handler_cls = _load_handler(str(name), settings.entry_point, search, config, path)
+            handler_cls = _load_handler(ext, search, config)
+            options = _handler_options(handler_cls, ext, config)
             condition = None
             if settings.condition is not None:
                 condition = compile_hook_condition(settings.condition, (*path, "if"),
                                                    config.source.error)
+            spec = ext.class_spec or name
             try:
-                runner = HandlerRunner(str(name), handler_cls, settings, condition=condition,
-                                       context=context, search_path=search,
-                                       record=handlers.record, slots=handlers.slots)
+                runner = HandlerRunner(name, handler_cls, settings, options, spec=spec,
+                                       condition=condition, context=context,
+                                       search_path=search, record=handlers.record,
+                                       slots=handlers.slots)
             except Exception as error:
-                raise config.source.error(
-                    path, f"cannot create {settings.entry_point}: {error}") from error
+                raise config.source.error(path, f"cannot create {spec}: "
+                                                f"{type(error).__name__}: {error}") from error
             handlers.runners[runner.name] = runner
         if handlers.runners:
             for event_type in cls.event_types:
@@ -392,21 +411,10 @@ class HandlerSet:
                 "traces": traces}
 
 
-def _load_handler(name: str, entry_point: str, search: list[Path], config: Config,
-                  path: tuple[str, ...]) -> type[Any]:
-    key = (*path, "entry_point")
-    if not entry_point.startswith(_PREFIX):
-        raise config.source.error(key, f"expected 'python:package.module.Class', "
-                                       f"got {entry_point!r}")
-    target = entry_point[len(_PREFIX):]
-    module, sep, qualname = target.partition(":")
-    if not sep:
-        module, _, qualname = target.rpartition(".")
-    if not module or not qualname:
-        raise config.source.error(key, f"expected 'python:package.module.Class', "
-                                       f"got {entry_point!r}")
+def _load_handler(ext: ExtensionConfig, search: list[Path], config: Config) -> type[Any]:
+    key = ext.class_path
     try:
-        cls = load_class(HANDLER_GROUP, name, object, spec=f"{module}:{qualname}",
+        cls = load_class(HANDLER_GROUP, ext.name, object, spec=ext.class_spec,
                          search_path=search)
     except PlatybusError as error:
         hint = ""
@@ -419,5 +427,30 @@ def _load_handler(name: str, entry_point: str, search: list[Path], config: Confi
     if not isinstance(inspect.getattr_static(cls, "handle", None), staticmethod):
         raise config.source.error(
             key, f"{cls.__qualname__}.handle must be a @staticmethod "
-                 "handle(configuration, event): it runs in a worker process, without the object")
+                 "handle(config, event): it runs in a worker process, without the object")
+    try:
+        inspect.signature(cls).bind("name", None, None)
+    except TypeError:
+        raise config.source.error(
+            key, f"{cls.__qualname__} must be built as {cls.__qualname__}(name, config, "
+                 "context), as every extension: subclass platybus.isolation.handlers.Handler"
+        ) from None
+    except ValueError:  # no signature to read (a class built in C): let the call tell
+        pass
     return cls
+
+
+def _handler_options(cls: type[Any], ext: ExtensionConfig, config: Config) -> Any:
+    """The handler's options: checked against its ``Config``, or a plain mapping."""
+    known = COMMON_KEYS + HANDLER_SETTINGS
+    config_type = getattr(cls, "Config", None)
+    if isinstance(config_type, type) and issubclass(config_type, msgspec.Struct):
+        return config.convert(ext.options, config_type, ext.path, also_known=known)
+    # Untyped options take any key, so a mistyped setting would pass as an option.
+    for key in ext.options:
+        hint = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        if hint:
+            raise config.source.error(
+                (*ext.path, key), f"unknown key; did you mean {hint[0]!r}? (to take an "
+                                  f"option named {key!r}, give the handler a Config)")
+    return dict(ext.options)

@@ -1,10 +1,12 @@
 """Notifiers: send matching events to the outside world, losing none.
 
-A :class:`Notifier` has ``send_event(event) -> bool``; its typed ``Config``
-round-trips through ``encode_config()`` / ``decode_config(text)``. Classes come
-from the ``platybus.notify.manager`` entry-point group. The ``notifiers:`` config
-section names instances (``type``, ``options``, ``if``, ``retry``); the
-``PLATYBUS_NOTIFIERS="name=config|name2=config"`` variable configures them in a
+A :class:`Notifier` is built as ``cls(name, config, context)`` and has
+``send_event(event) -> bool``; its typed ``Config`` round-trips through
+``encode_config()`` / ``decode_config(text)``. ``class:`` names it, as for every
+extension: a name of the ``platybus.notifiers`` entry-point group or ``module:Class``.
+An entry of the ``notifiers:`` section holds ``class``, the manager's own keys
+(``if``, ``retry``, ``queue_size``, ``enabled``) and the notifier's options; the
+``PLATYBUS_NOTIFIERS="class=config|class2=config"`` variable configures them in a
 child process (:meth:`NotifierManager.from_environment`).
 
 The :class:`NotifierManager` gives each notifier its own queue and thread, so
@@ -17,23 +19,26 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
+from platybus.config import COMMON_KEYS, extension_section
 from platybus.errors import ExtensionError, NodeError, PlatybusError, SelectorError
 from platybus.expr import Selector, parse_selector
-from platybus.extensions import EmptyConfig, load_class
+from platybus.extensions import EmptyConfig, NodeContext
+from platybus.loader import available, load_class
 from platybus.messages import Event
 from platybus.notify.outbox import Outbox, RetryPolicy
 
 if TYPE_CHECKING:
     from platybus.bus import Bus, Subscription
-    from platybus.codec import Codec
     from platybus.config import Config
 
 log = logging.getLogger("platybus.notify.manager")
@@ -42,8 +47,8 @@ __all__ = [
     "ENV_VAR",
     "NOTIFIER_GROUP",
     "Notifier",
-    "NotifierEntry",
     "NotifierManager",
+    "NotifierSettings",
     "send_event",
     "send_event_from_file",
 ]
@@ -59,9 +64,10 @@ class Notifier:
     # The config field that a bare (non-JSON) config text fills, e.g. a URL.
     shorthand: ClassVar[str | None] = None
 
-    def __init__(self, name: str, config: Any) -> None:
+    def __init__(self, name: str, config: Any, context: NodeContext) -> None:
         self.name = name
         self.config = config
+        self.context = context
         self.log = logging.getLogger(f"platybus.notify.manager.{name}")
         self.cancelled = threading.Event()
 
@@ -94,15 +100,16 @@ class Notifier:
             raise ExtensionError(f"{cls.__name__}: invalid config {text!r}: {error}") from None
 
 
-class NotifierEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One entry of the ``notifiers`` section."""
+# The keys of a ``notifiers`` entry that the manager reads; the others are the notifier's.
+NOTIFIER_SETTINGS = ("if", "retry", "queue_size")
 
-    type: str | None = None
-    options: dict[str, Any] = msgspec.field(default_factory=dict)
+
+class NotifierSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What the manager reads of a ``notifiers`` entry, beside ``class`` and the options."""
+
     condition: str | None = msgspec.field(default=None, name="if")
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     queue_size: int = 10_000
-    enabled: bool = True
 
 
 class _Channel:
@@ -241,7 +248,7 @@ class _Channel:
             self._next_check = next_check
 
     def status(self) -> dict[str, Any]:
-        return {"type": type(self.notifier).__name__, "if": self.selector.source,
+        return {"class": type(self.notifier).__name__, "if": self.selector.source,
                 "queued": len(self._queue), "sent": self.sent, "failed": self.failed,
                 "stored": self.stored, "retried": self.retried,
                 "outbox": len(self.outbox.entries(self.name)) if self.outbox else 0}
@@ -256,48 +263,59 @@ class NotifierManager:
         self._bus: Bus | None = None
         self._subscriptions: list[Subscription] = []
         self._running = False
+        # What notifiers added later are built with (a detached one outside a node).
+        self.context: NodeContext | None = None
 
     # -- building ----------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: Config, codec: Codec | None = None) -> NotifierManager:
-        """Validate the ``notifiers`` section and build each notifier."""
-        section = config.section("notifiers") or {}
-        if not isinstance(section, dict):
-            raise config.source.error(("notifiers",), "expected a mapping of notifier names")
-        outbox = Outbox(config.data_dir / "outbox", codec)
+    def from_config(cls, config: Config, context: NodeContext | None = None) -> NotifierManager:
+        """Validate the ``notifiers`` section and build each notifier.
+
+        Without a ``context`` (a command that only sends), the notifiers get a
+        detached one.
+        """
+        entries = extension_section(config.section("notifiers"), "notifiers", config.source,
+                                    settings=NOTIFIER_SETTINGS, refuse_old=True)
+        if context is None:
+            context = NodeContext.detached(config.node.id, config.data_dir)
+        search = [Path(p) for p in config.node.extensions_path]
+        outbox = Outbox(config.data_dir / "outbox", context.codec)
         channels = []
-        for name, raw in section.items():
-            path = ("notifiers", str(name))
-            entry = config.convert(raw if raw is not None else {}, NotifierEntry, path)
-            if not entry.enabled:
+        for name, ext in entries.items():
+            if not ext.enabled:
                 continue
+            entry = config.convert(ext.settings, NotifierSettings, ext.path)
             try:
-                notifier_cls = load_class(NOTIFIER_GROUP, entry.type or str(name), Notifier)
+                notifier_cls = load_class(NOTIFIER_GROUP, name, Notifier, spec=ext.class_spec,
+                                          search_path=search)
             except PlatybusError as error:
-                raise config.source.error((*path, "type"), str(error)) from None
-            options = config.convert(entry.options, notifier_cls.Config, (*path, "options"))
+                raise config.source.error(ext.class_path, str(error)) from None
+            options = config.convert(ext.options, notifier_cls.Config, ext.path,
+                                     also_known=COMMON_KEYS + NOTIFIER_SETTINGS)
             try:
                 selector = parse_selector(entry.condition or "kind=event")
             except SelectorError as error:
-                raise config.source.error((*path, "if"), str(error)) from None
+                raise config.source.error((*ext.path, "if"), str(error)) from None
             try:
-                notifier = notifier_cls(str(name), options)
+                notifier = notifier_cls(name, options, context)
             except (PlatybusError, ValueError) as error:
-                raise config.source.error((*path, "options"), str(error)) from None
+                raise config.source.error(ext.path, str(error)) from None
             channels.append(_Channel(notifier, selector, entry.retry, outbox, entry.queue_size))
         return cls(channels, outbox)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None,
-                         outbox: Outbox | None = None) -> NotifierManager:
-        """Build the notifiers that ``PLATYBUS_NOTIFIERS`` names (``type=config|type|...``).
+                         outbox: Outbox | None = None,
+                         context: NodeContext | None = None) -> NotifierManager:
+        """Build the notifiers that ``PLATYBUS_NOTIFIERS`` names (``class=config|class|...``).
 
-        A bare ``type`` or ``type=`` is that notifier with its defaults; an entry
+        A bare ``class`` or ``class=`` is that notifier with its defaults; an entry
         written by :meth:`environment` also brings back its name, filter and retry.
         """
         text = (os.environ if environ is None else environ).get(ENV_VAR, "")
         manager = cls([], outbox)
+        manager.context = context
         for item in (p for p in text.split("|") if p.strip()):
             type_name, _, encoded = item.partition("=")
             type_name = type_name.strip()
@@ -319,12 +337,12 @@ class NotifierManager:
         return manager
 
     def add_handler(self, name: str, **options: Any) -> str:
-        """Add a notifier of type ``name`` built from ``options``; return its name here.
+        """Add a notifier of class ``name`` built from ``options``; return its name here.
 
         A second notifier of one type is named ``<type>-2``, ``<type>-3``, ...
         Added to a running manager, it starts at once.
         """
-        notifier_cls = load_class(NOTIFIER_GROUP, name, Notifier)
+        notifier_cls = load_class(NOTIFIER_GROUP, name, Notifier, spec=name)
         text = options.pop("_config_text", None)
         given_name = options.pop("_name", None)
         condition = options.pop("_if", None)
@@ -346,7 +364,10 @@ class NotifierManager:
             selector = parse_selector(condition or "kind=event")
         except SelectorError as error:
             raise ExtensionError(f"notifier {own}: if: {error}", name=own) from None
-        channel = _Channel(notifier_cls(own, config), selector, policy, self.outbox, queue_size)
+        if self.context is None:
+            self.context = NodeContext.detached(socket.gethostname(), Path.cwd())
+        channel = _Channel(notifier_cls(own, config, self.context), selector, policy,
+                           self.outbox, queue_size)
         self.channels[own] = channel
         if self._running:
             channel.start()
@@ -362,12 +383,12 @@ class NotifierManager:
         """
         parts = []
         for channel in self.channels.values():
-            type_name = _entry_point_name(type(channel.notifier))
             spec = {ENVELOPE: 1, "name": channel.name, "if": channel.selector.source,
                     "retry": msgspec.to_builtins(channel.policy),
                     "queue_size": channel.queue_size,
                     "config": channel.notifier.encode_config()}
-            parts.append(f"{type_name}={_escape(msgspec.json.encode(spec).decode())}")
+            parts.append(f"{_class_spec(type(channel.notifier))}="
+                         f"{_escape(msgspec.json.encode(spec).decode())}")
         return "|".join(parts)
 
     def close(self) -> None:
@@ -429,14 +450,13 @@ class NotifierManager:
         return {name: channel.status() for name, channel in self.channels.items()}
 
 
-def _entry_point_name(cls: type[Notifier]) -> str:
-    from platybus.extensions import available
-
+def _class_spec(cls: type[Notifier]) -> str:
+    """The shortest ``class:`` value that names ``cls``: its entry-point name, or module:Class."""
     target = f"{cls.__module__}:{cls.__qualname__}"
     for name, value in available(NOTIFIER_GROUP).items():
         if value == target:
             return name
-    raise ExtensionError(f"{target} is not registered in the {NOTIFIER_GROUP} entry points")
+    return target
 
 
 # The key that marks an entry written by ``environment()`` (name, filter, retry, config).

@@ -49,13 +49,13 @@ class Recorder(Handler):
         return {"pid": os.getpid(), "seen": event.data, "factor": configuration["factor"]}
 
 
-class Everything:
+class Everything(Handler):
     @staticmethod
     def handle(configuration, event):
         return event.type
 
 
-class NotStatic:
+class NotStatic(Handler):
     def handle(self, configuration, event):
         return None
 '''
@@ -80,8 +80,9 @@ def write_config(tmp_path: Path, handlers: str) -> Path:
 
 RECORDER = """\
 recorder:
-  entry_point: "python:rechandlers.Recorder"
-  configuration: {{log: {log}, factor: 3}}
+  class: "python:rechandlers.Recorder"
+  log: {log}
+  factor: 3
   if: "type=job.*"
   timeout: 3
   workers: 1
@@ -224,7 +225,7 @@ def test_a_handler_never_sees_its_own_outcomes(
 ) -> None:
     config = write_config(tmp_path, """\
         all:
-          entry_point: "python:rechandlers:Everything"
+          class: "python:rechandlers:Everything"
           workers: 1
         """)
     node = Node(load_config(config))
@@ -248,7 +249,7 @@ def test_a_handler_never_sees_its_own_outcomes(
 
 
 @pytest.mark.parametrize(("entry", "message"), [
-    ("rechandlers.Recorder", "expected 'python:package.module.Class'"),
+    ("rechandlers.Recorder", "to import a class, write 'module:Class'"),
     ("python:rechandlers.Missing", "has no 'Missing'"),
     ("python:nowhere_module.Thing", "cannot import 'nowhere_module'"),
     ("python:rechandlers.NotStatic", "must be a @staticmethod"),
@@ -256,12 +257,12 @@ def test_a_handler_never_sees_its_own_outcomes(
 def test_bad_entry_points_name_file_line_and_key(tmp_path: Path, entry: str, message: str) -> None:
     config = write_config(tmp_path, f"""\
         broken:
-          entry_point: "{entry}"
+          class: "{entry}"
         """)
     with pytest.raises(ConfigError) as info:
         Node(load_config(config))
     assert message in str(info.value)
-    assert info.value.key == "handlers.broken.entry_point"
+    assert info.value.key == "handlers.broken.class"
     assert info.value.file == str(config)
     assert info.value.line == 8
 
@@ -269,7 +270,7 @@ def test_bad_entry_points_name_file_line_and_key(tmp_path: Path, entry: str, mes
 def test_bad_options_and_conditions_are_config_errors(tmp_path: Path) -> None:
     config = write_config(tmp_path, """\
         broken:
-          entry_point: "python:rechandlers.Everything"
+          class: "python:rechandlers.Everything"
           timout: 3
         """)
     with pytest.raises(ConfigError, match="did you mean 'timeout'") as info:
@@ -277,7 +278,7 @@ def test_bad_options_and_conditions_are_config_errors(tmp_path: Path) -> None:
     assert info.value.key == "handlers.broken.timout"
     config = write_config(tmp_path, """\
         broken:
-          entry_point: "python:rechandlers.Everything"
+          class: "python:rechandlers.Everything"
           if: "type=job.* and and"
         """)
     with pytest.raises(ConfigError) as info:
@@ -313,7 +314,7 @@ def test_if_takes_the_mapping_conditions_of_hooks(
 ) -> None:
     config = write_config(tmp_path, """\
         csv:
-          entry_point: "python:rechandlers.Everything"
+          class: "python:rechandlers.Everything"
           if:
             type: "file.*"
             data.path: {$regex: '\\.csv$'}
@@ -346,7 +347,7 @@ def test_if_takes_the_mapping_conditions_of_hooks(
 def test_bad_mapping_conditions_name_their_key(tmp_path: Path) -> None:
     config = write_config(tmp_path, """\
         broken:
-          entry_point: "python:rechandlers.Everything"
+          class: "python:rechandlers.Everything"
           if:
             data.size: {$gtt: 3}
         """)

@@ -24,6 +24,7 @@ from platybus.notifiers.webhook import WebhookConfig, WebhookNotifier
 
 from platybus.config import load_config
 from platybus.errors import ConfigError, ExtensionError
+from platybus.extensions import NodeContext
 from platybus.messages import Event
 from platybus.node import Node
 from platybus.notify.manager import ENV_VAR, NotifierManager
@@ -105,28 +106,35 @@ def sample() -> Event:
 # -- each notifier against a real receiver ---------------------------------
 
 
-def test_file_notifier_dumps_loadable_events(tmp_path: Path) -> None:
-    notifier = FileNotifier("file", FileNotifier.decode_config(str(tmp_path / "out")))
+@pytest.fixture
+def context(tmp_path: Path) -> NodeContext:
+    """What a notifier built outside a node gets of it."""
+    return NodeContext.detached("test", tmp_path)
+
+
+def test_file_notifier_dumps_loadable_events(tmp_path: Path, context: NodeContext) -> None:
+    notifier = FileNotifier("file", FileNotifier.decode_config(str(tmp_path / "out")), context)
     event = sample()
     assert notifier.send_event(event)
     assert load_event(tmp_path / "out" / f"{event.id}.json") == event
     (tmp_path / "blocked").write_text("a file where a directory should be")
-    assert not FileNotifier("f", FileNotifier.decode_config(str(tmp_path / "blocked"))
-                            ).send_event(event)
+    blocked = FileNotifier("f", FileNotifier.decode_config(str(tmp_path / "blocked")), context)
+    assert not blocked.send_event(event)
 
 
-def test_log_notifier_writes_one_line(caplog: pytest.LogCaptureFixture) -> None:
+def test_log_notifier_writes_one_line(caplog: pytest.LogCaptureFixture,
+                                      context: NodeContext) -> None:
     caplog.set_level(logging.INFO, logger="events")
     event = sample()
-    assert LogNotifier("log", LogConfig(logger="events")).send_event(event)
+    assert LogNotifier("log", LogConfig(logger="events"), context).send_event(event)
     [record] = [r for r in caplog.records if r.name == "events"]
     assert event.id in record.getMessage()
     assert "camera.motion" in record.getMessage()
 
 
-def test_webhook_posts_the_event_document(receiver: Receiver) -> None:
-    notifier = WebhookNotifier("hook", WebhookConfig(url=receiver.url,
-                                                     headers={"Authorization": "Bearer t"}))
+def test_webhook_posts_the_event_document(receiver: Receiver, context: NodeContext) -> None:
+    notifier = WebhookNotifier("hook", WebhookConfig(
+        url=receiver.url, headers={"Authorization": "Bearer t"}), context)
     event = sample()
     assert notifier.send_event(event)
     [body] = receiver.wait(1)
@@ -135,44 +143,47 @@ def test_webhook_posts_the_event_document(receiver: Receiver) -> None:
     assert receiver.headers[0]["X-Platybus-Event-Id"] == event.id
 
 
-def test_webhook_retries_server_errors_but_not_client_errors(receiver: Receiver) -> None:
+def test_webhook_retries_server_errors_but_not_client_errors(receiver: Receiver,
+                                                             context: NodeContext) -> None:
     config = WebhookConfig(url=receiver.url, retries=2, retry_delay=0.01)
     receiver.statuses = [503, 500]
-    assert WebhookNotifier("hook", config).send_event(sample())
+    assert WebhookNotifier("hook", config, context).send_event(sample())
     assert len(receiver.wait(1)) == 1
     receiver.statuses = [400]
-    assert not WebhookNotifier("hook", config).send_event(sample())
+    assert not WebhookNotifier("hook", config, context).send_event(sample())
     assert receiver.statuses == []
 
 
-def test_webhook_gives_up_on_a_dead_receiver() -> None:
+def test_webhook_gives_up_on_a_dead_receiver(context: NodeContext) -> None:
     config = WebhookConfig(url=f"http://127.0.0.1:{free_port()}/", retries=1, retry_delay=0.01,
                            timeout=1.0)
-    assert not WebhookNotifier("hook", config).send_event(sample())
+    assert not WebhookNotifier("hook", config, context).send_event(sample())
     with pytest.raises(ExtensionError, match="url must be"):
-        WebhookNotifier("hook", WebhookConfig(url="ftp://example/"))
+        WebhookNotifier("hook", WebhookConfig(url="ftp://example/"), context)
 
 
-def test_command_gets_the_event_on_stdin(tmp_path: Path) -> None:
+def test_command_gets_the_event_on_stdin(tmp_path: Path, context: NodeContext) -> None:
     out = tmp_path / "received.json"
     script = f"import sys; open({str(out)!r}, 'wb').write(sys.stdin.buffer.read())"
-    notifier = CommandNotifier("cmd", CommandConfig(command=[sys.executable, "-c", script]))
+    notifier = CommandNotifier("cmd", CommandConfig(command=[sys.executable, "-c", script]),
+                               context)
     event = sample()
     assert notifier.send_event(event)
     assert event_from_document(json.loads(out.read_bytes())) == event
 
 
-def test_command_failures_and_timeouts(tmp_path: Path) -> None:
+def test_command_failures_and_timeouts(tmp_path: Path, context: NodeContext) -> None:
     failing = CommandNotifier("cmd", CommandNotifier.decode_config(
-        f"{sys.executable} -c 'import sys; sys.exit(3)'"))
+        f"{sys.executable} -c 'import sys; sys.exit(3)'"), context)
     assert failing.argv[-1] == "import sys; sys.exit(3)"
     assert not failing.send_event(sample())
     slow = CommandNotifier("cmd", CommandConfig(
-        command=[sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5))
+        command=[sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5), context)
     started = time.monotonic()
     assert not slow.send_event(sample())
     assert time.monotonic() - started < 20
-    missing = CommandNotifier("cmd", CommandConfig(command=[str(tmp_path / "no-such-program")]))
+    missing = CommandNotifier("cmd", CommandConfig(command=[str(tmp_path / "no-such-program")]),
+                              context)
     assert not missing.send_event(sample())
 
 
@@ -218,12 +229,12 @@ def write_config(tmp_path: Path, notifiers: str) -> Path:
 def test_one_failing_notifier_never_stops_the_others(tmp_path: Path) -> None:
     config = write_config(tmp_path, f"""\
         broken:
-          type: command
-          options: {{command: ["{sys.executable}", "-c", "raise SystemExit(1)"]}}
+          class: command
+          command: ["{sys.executable}", "-c", "raise SystemExit(1)"]
           if: "type=camera.*"
         files:
-          type: file
-          options: {{directory: {tmp_path / "out"}}}
+          class: file
+          directory: {tmp_path / "out"}
           if: "type=camera.*"
         """)
     node = Node(load_config(config))
@@ -247,11 +258,11 @@ def test_one_failing_notifier_never_stops_the_others(tmp_path: Path) -> None:
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
     cases = {
-        "a: {type: nosuch}": "notifiers.a.type",
-        "a: {type: file, options: {dirctory: x}}": "notifiers.a.options.dirctory",
-        "a: {type: log, if: 'type=('}": "notifiers.a.if",
-        "a: {type: log, retry: {initial: soon}}": "notifiers.a.retry.initial",
-        "a: {type: webhook, options: {url: 'ftp://x/'}}": "notifiers.a.options",
+        "a: {class: nosuch}": "notifiers.a.class",
+        "a: {class: file, dirctory: x}": "notifiers.a.dirctory",
+        "a: {class: log, if: 'type=('}": "notifiers.a.if",
+        "a: {class: log, retry: {initial: soon}}": "notifiers.a.retry.initial",
+        "a: {class: webhook, url: 'ftp://x/'}": "notifiers.a",
     }
     for text, key in cases.items():
         with pytest.raises(ConfigError) as info:
@@ -262,7 +273,7 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
 
 def test_events_published_just_before_stop_are_not_lost(tmp_path: Path) -> None:
     config = write_config(tmp_path, f"""\
-        files: {{type: file, options: {{directory: {tmp_path / "out"}}}}}
+        files: {{class: file, directory: {tmp_path / "out"}}}
         """)
     node = Node(load_config(config))
     node.start()

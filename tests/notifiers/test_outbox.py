@@ -27,8 +27,10 @@ def webhook_config(tmp_path: Path, port: int, retry: str = "{initial: 0.2, max: 
           stop_timeout: 2
         notifiers:
           hook:
-            type: webhook
-            options: {{url: "http://127.0.0.1:{port}/hook", retries: 0, timeout: 2}}
+            class: webhook
+            url: "http://127.0.0.1:{port}/hook"
+            retries: 0
+            timeout: 2
             if: "type=camera.*"
             retry: {retry}
         """))
@@ -145,7 +147,7 @@ def test_send_from_file_publishes_a_dumped_event(tmp_path: Path,
     config.write_text(textwrap.dedent(f"""\
         node: {{id: sender, data_dir: {tmp_path / "data"}}}
         notifiers:
-          archive: {{type: file, options: {{directory: {tmp_path / "archive"}}}}}
+          archive: {{class: file, directory: {tmp_path / "archive"}}}
         """))
     clip = tmp_path / "clip.bin"
     clip.write_bytes(b"clip")

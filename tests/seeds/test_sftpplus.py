@@ -20,8 +20,10 @@ DEMO = '''
 import os
 import time
 
+from platybus.isolation.handlers import Handler
 
-class DemoEventHandler:
+
+class DemoEventHandler(Handler):
     """Counts the events it handles; writes its lifecycle to the configured log."""
 
     def onStart(self, configuration):
@@ -58,12 +60,16 @@ def test_the_handler_class_runs_with_its_configuration_under_one_parallel_limit(
     log = tmp_path / "lifecycle.log"
     config = write_node(tmp_path, f"""\
         greet:
-          entry_point: "python:demo_handler.DemoEventHandler"
-          configuration: {{log: {log}, greeting: hello, pause: 0.2}}
+          class: "python:demo_handler.DemoEventHandler"
+          log: {log}
+          greeting: hello
+          pause: 0.2
           if: "type=transfer.*"
         greet-too:
-          entry_point: "python:demo_handler:DemoEventHandler"
-          configuration: {{log: {log}, greeting: hi, pause: 0.2}}
+          class: "python:demo_handler:DemoEventHandler"
+          log: {log}
+          greeting: hi
+          pause: 0.2
           if: "type=transfer.*"
         """, node=", handlers_parallel: 1")
     node = Node(load_config(config))
@@ -96,8 +102,8 @@ def test_the_handler_class_runs_with_its_configuration_under_one_parallel_limit(
 def test_a_limit_over_ten_minutes_needs_allow_long(tmp_path: Path) -> None:
     entry = '''\
         greet:
-          entry_point: "python:demo_handler.DemoEventHandler"
-          configuration: {greeting: hello}
+          class: "python:demo_handler.DemoEventHandler"
+          greeting: hello
           timeout: 900
         '''
     with pytest.raises(ConfigError, match=r"over the 600s hard limit.*allow_long: true"):
@@ -111,7 +117,7 @@ def test_a_limit_over_ten_minutes_needs_allow_long(tmp_path: Path) -> None:
 def test_a_missing_module_names_the_folders_searched_and_the_key(tmp_path: Path) -> None:
     config = write_node(tmp_path, '''\
         greet:
-          entry_point: "python:nowhere.Handler"
+          class: "python:nowhere.Handler"
         ''')
     with pytest.raises(ConfigError) as info:
         Node(load_config(config))
