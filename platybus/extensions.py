@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from platybus.actions import ActionRegistry, ActionRunner
     from platybus.bus import Bus
     from platybus.codec import Codec
-    from platybus.link.protocol import LinkConfig
     from platybus.replies import ReplyCallback
 
 # What the ``send_*`` methods of a backend accept: a typed message, a dict, JSON text or bytes.
@@ -71,8 +70,9 @@ class NodeContext:
     health: Callable[[], dict[str, Any]] = field(default=dict)
     metrics: Callable[[], str] = field(default=lambda: "")
     runner: ActionRunner | None = None
-    # The node's Redis link, if it has one: where ``Backend.send_message`` puts messages.
-    link: LinkConfig | None = None
+    # The node's Redis link settings (a ``LinkConfig``: extensions sit below the link
+    # layer, so untyped here), if it has one: where ``Backend.send_message`` puts messages.
+    link: Any = None
     # Withdraws services from zeroconf while the node runs (set by the node).
     withdraw_services: Callable[[Sequence[ServiceInfo]], None] | None = None
 
@@ -101,6 +101,11 @@ class Plugin:
         self.config = config
         self.context = context
         self.log = logging.getLogger(f"platybus.plugins.{name}")
+
+    @classmethod
+    def prepare_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Reshape the raw options before they are checked against ``Config`` (as is here)."""
+        return options
 
     def start(self) -> None:
         """Acquire resources; called once before any action runs."""

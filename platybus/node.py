@@ -375,7 +375,9 @@ def _resolve(ext: ExtensionConfig, group: str, base: type[Any], search: list[Pat
 
 
 def _typed(cls: type[Plugin] | type[Backend], ext: ExtensionConfig, config: Config) -> Any:
-    return config.convert(ext.options, cls.Config, ext.path, also_known=COMMON_KEYS)
+    prepare = getattr(cls, "prepare_options", None)
+    options = prepare(ext.options) if prepare is not None else ext.options
+    return config.convert(options, cls.Config, ext.path, also_known=COMMON_KEYS)
 
 
 def _link_of(backends: Iterable[Backend]) -> LinkConfig | None:
