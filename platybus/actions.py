@@ -21,7 +21,7 @@ from platybus.errors import (
     ArgumentError,
     UnknownActionError,
 )
-from platybus.messages import ErrorInfo, Request, Response
+from platybus.messages import ErrorInfo, Request, Response, caused_by
 from platybus.threads import WorkerPool
 
 if typing.TYPE_CHECKING:
@@ -325,5 +325,7 @@ class ActionRunner:
             response = Response(request_id=request.id, origin=node_id, target=request.origin,
                                 parent_id=request.id, error=ErrorInfo.from_exception(error))
         else:
-            response = self.registry.execute(request, node_id)
+            # What the action publishes was caused by this request.
+            with caused_by(request.id):
+                response = self.registry.execute(request, node_id)
         self.bus.publish(response)

@@ -32,13 +32,13 @@ from platybus.errors import (
     QueueFullError,
 )
 from platybus.expr import Selector, parse_selector
-from platybus.messages import Message, Request, Response, _dispatch
+from platybus.messages import Message, Request, Response, _cause, _dispatch
 from platybus.replies import Replies, ReplyCallback, error_response, timeout_error
 from platybus.threads import WorkerPool
 
 log = logging.getLogger("platybus.bus")
 
-Handler = Callable[[Any], Any]
+MessageHandler = Callable[[Any], Any]
 Policy = Literal["block", "reject"]
 
 _LATENCY_SAMPLES = 4096
@@ -73,7 +73,7 @@ class Subscription:
         bus: Bus,
         id: str,
         selector: Selector,
-        handler: Handler,
+        handler: MessageHandler,
         priority: int,
         blocking: bool,
         seq: int,
@@ -246,7 +246,7 @@ class Bus:
     def subscribe(
         self,
         selector: str | Selector,
-        handler: Handler,
+        handler: MessageHandler,
         *,
         priority: int = 100,
         id: str | None = None,
@@ -315,7 +315,11 @@ class Bus:
         With ``synchronous=True`` wait until it was delivered and return the
         local handlers' results in order. With ``on_reply`` (requests only),
         call it with the response, or with a timeout error after ``timeout``.
+        A message without a ``parent_id`` published inside :func:`caused_by` gets
+        that block's message id.
         """
+        if message.parent_id is None and (cause := _cause.get()) is not None:
+            message = message.replace(parent_id=cause)
         if on_reply is None and not synchronous:
             if message.kind == "response" and message.target in (None, self.node_id):
                 # The caller waiting for this answer gets it now, without a queue hop;
@@ -405,6 +409,8 @@ class Bus:
             raise BusError(
                 "request() would block the dispatcher: use on_reply or a blocking handler"
             )
+        if request.parent_id is None and (cause := _cause.get()) is not None:
+            request = request.replace(parent_id=cause)
         done = threading.Event()
         box: list[Response] = []
 

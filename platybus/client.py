@@ -340,12 +340,9 @@ class Client:
             raise ArgumentError("a client's request needs the id of the node to run it "
                                 "(target)", action=message.action)
         try:
-            size = len(self.codec.encode(message))
+            self.codec.check(message)
         except DecodeError as error:
-            raise ArgumentError(f"cannot encode {message.kind}: {error}") from None
-        if size > self.codec.max_size:
-            raise ArgumentError(f"{message.kind} of {size} bytes exceeds the maximum of "
-                                f"{self.codec.max_size}")
+            raise ArgumentError(f"cannot send {message.kind}: {error}") from None
 
     def _failed(self, error: PlatybusError, on_error: ErrorPolicy) -> None:
         if on_error == "raise":

@@ -1,13 +1,21 @@
-"""The wire format: the only place where bytes become messages.
+"""The wire format: the only place where plain data becomes messages.
 
 A message on the wire is one JSON object with a ``kind`` field (``event``,
 ``request`` or ``response``). Events whose ``type`` is registered decode into
 their typed class; other events decode into a generic :class:`Event`. Nothing
 named in the data is ever imported.
+
+Every way in goes through the same size and shape checks: bytes
+(:meth:`Codec.decode`), decoded JSON (:meth:`Codec.from_builtins`), Python
+objects restored from a file (:meth:`Codec.convert`), and an event asked for by
+type and data (:meth:`Codec.event`). A :class:`DecodeError` says why in one line
+and names the kind of problem in ``details["reason"]``: ``malformed`` (not JSON),
+``unknown_kind``, ``too_large`` or ``invalid``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -17,9 +25,11 @@ from platybus.messages import Event, EventTypes, Message, Request, Response
 
 DEFAULT_MAX_SIZE = 1 << 20
 
+EVENT_TYPE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+
 
 class _Head(msgspec.Struct):
-    kind: str
+    kind: Any = None
     type: Any = None
 
 
@@ -27,7 +37,7 @@ _KINDS: dict[str, type[Message]] = {"event": Event, "request": Request, "respons
 
 
 class Codec:
-    """Encodes messages to JSON bytes and decodes them back, validating types."""
+    """Encodes messages to JSON bytes and builds them back from data, validating types."""
 
     def __init__(self, types: EventTypes | None = None, max_size: int = DEFAULT_MAX_SIZE) -> None:
         self.types = types if types is not None else EventTypes()
@@ -43,27 +53,45 @@ class Codec:
         except (TypeError, ValueError, OverflowError) as error:
             raise DecodeError(f"cannot encode {message.kind} {message.id}: {error}") from error
 
+    def check(self, message: Message) -> int:
+        """Return a message's encoded size; raise :class:`DecodeError` if it cannot be sent."""
+        size = len(self.encode(message))
+        self._check_size(size, message.kind)
+        return size
+
+    def _check_size(self, size: int, what: str = "message") -> None:
+        if size > self.max_size:
+            raise DecodeError(
+                f"{what} of {size} bytes exceeds the maximum of {self.max_size} bytes",
+                reason="too_large")
+
+    def _class_of(self, kind: Any, type_: Any) -> type[Message]:
+        """The class a message of ``kind`` (and event ``type_``) becomes: the shape check."""
+        cls = _KINDS.get(kind) if isinstance(kind, str) else None
+        if kind is None:
+            raise DecodeError("invalid message: it has no 'kind' (event, request or response)",
+                              reason="unknown_kind")
+        if cls is None:
+            raise DecodeError(
+                f"unknown message kind {kind!r}: expected event, request or response",
+                reason="unknown_kind")
+        if cls is Event:
+            if not isinstance(type_, str) or not type_:
+                raise DecodeError("invalid event: 'type' must be a non-empty string",
+                                  reason="invalid")
+            cls = self.types.get(type_) or Event
+        return cls
+
     def decode(self, data: bytes | bytearray | memoryview | str) -> Message:
         """Turn JSON bytes into a typed message; raise :class:`DecodeError` if invalid."""
-        if len(data) > self.max_size:
-            raise DecodeError(
-                f"message of {len(data)} bytes exceeds the maximum of {self.max_size} bytes"
-            )
+        self._check_size(len(data))
         try:
             head = self._head.decode(data)
         except msgspec.ValidationError as error:
-            raise DecodeError(f"invalid message: {error}") from error
+            raise DecodeError(f"invalid message: {error}", reason="invalid") from error
         except msgspec.DecodeError as error:
-            raise DecodeError(f"malformed JSON: {error}") from error
-        cls = _KINDS.get(head.kind)
-        if cls is None:
-            raise DecodeError(
-                f"unknown message kind {head.kind!r}: expected event, request or response"
-            )
-        if cls is Event:
-            if not isinstance(head.type, str) or not head.type:
-                raise DecodeError("invalid event: 'type' must be a non-empty string")
-            cls = self.types.get(head.type) or Event
+            raise DecodeError(f"malformed JSON: {error}", reason="malformed") from error
+        cls = self._class_of(head.kind, head.type)
         decoder = self._decoders.get(cls)
         if decoder is None:
             decoder = self._decoders[cls] = msgspec.json.Decoder(cls)
@@ -71,7 +99,7 @@ class Codec:
             message: Message = decoder.decode(data)
         except (msgspec.ValidationError, msgspec.DecodeError) as error:
             what = f"{head.kind} {head.type}" if cls is not Request else head.kind
-            raise DecodeError(f"invalid {what}: {error}") from error
+            raise DecodeError(f"invalid {what}: {error}", reason="invalid") from error
         return message
 
     def to_builtins(self, message: Message) -> dict[str, Any]:
@@ -81,4 +109,48 @@ class Codec:
 
     def from_builtins(self, obj: Any) -> Message:
         """Build a message from plain Python objects (a decoded JSON object)."""
-        return self.decode(msgspec.json.encode(obj))
+        try:
+            data = self._encoder.encode(obj)
+        except (TypeError, ValueError, OverflowError) as error:
+            raise DecodeError(f"invalid message: {error}", reason="invalid") from None
+        return self.decode(data)
+
+    def convert(self, obj: Any, size: int) -> Message:
+        """Build a message from Python objects JSON cannot tell apart (times, bytes, tuples).
+
+        ``size`` is the length of the document they were read from; the checks are
+        those of :meth:`decode`. Event records read back from files come this way.
+        """
+        self._check_size(size)
+        if not isinstance(obj, dict):
+            raise DecodeError("invalid message: expected a JSON object", reason="invalid")
+        cls = self._class_of(obj.get("kind"), obj.get("type"))
+        try:
+            message: Message = msgspec.convert(obj, cls)
+        except (msgspec.ValidationError, ValueError, TypeError) as error:
+            raise DecodeError(f"invalid {obj.get('kind')}: {error}", reason="invalid") from None
+        return message
+
+    def event(
+        self,
+        type: str,
+        data: Any = None,
+        *,
+        origin: str | None = None,
+        target: str | None = None,
+        parent_id: str | None = None,
+    ) -> Event:
+        """Build the event a user asks for by ``type`` and ``data`` (an action, an HTTP body).
+
+        The type must be dotted words; a registered type's data is validated
+        against its class; the event must fit the size limit.
+        """
+        if not isinstance(type, str) or not EVENT_TYPE.fullmatch(type):
+            raise DecodeError(
+                f"event type {type!r} must be dotted words such as 'garden.watered'",
+                reason="invalid")
+        message = self.from_builtins({
+            "kind": "event", "type": type, "data": {} if data is None else data,
+            "origin": origin, "target": target, "parent_id": parent_id})
+        assert isinstance(message, Event)
+        return message

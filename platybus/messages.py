@@ -3,6 +3,9 @@
 Every message has an ``id``, a ``ts`` (epoch seconds), an ``origin`` node id, a
 ``target`` (a node id, ``"*"`` for every node, or ``None`` for local) and a
 ``parent_id``: the id of the message that caused it, so a chain can be traced.
+Code that works on behalf of a message runs inside :func:`caused_by`; what it
+publishes without a ``parent_id`` of its own gets that message's id (the bus
+stamps it).
 
 Known event types are classes whose ``data`` is a typed struct; an
 :class:`EventTypes` registry maps their stable dotted names (``file.created``)
@@ -12,10 +15,13 @@ type and ``data`` mapping.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import msgspec
@@ -32,6 +38,8 @@ __all__ = [
     "NodeStopped",
     "Request",
     "Response",
+    "caused_by",
+    "current_cause",
     "new_id",
 ]
 
@@ -52,6 +60,25 @@ def _reseed_ids() -> None:
 
 
 os.register_at_fork(after_in_child=_reseed_ids)
+
+# The message the current thread works on behalf of (a hook's event, a served request).
+_cause: ContextVar[str | None] = ContextVar("platybus_cause", default=None)
+
+
+@contextlib.contextmanager
+def caused_by(message_id: str | None) -> Iterator[None]:
+    """Within this block, this thread's messages without a ``parent_id`` get ``message_id``."""
+    token = _cause.set(message_id)
+    try:
+        yield
+    finally:
+        _cause.reset(token)
+
+
+def current_cause() -> str | None:
+    """The id of the message this thread works on behalf of, if any."""
+    return _cause.get()
+
 
 # Which event the current thread is dispatching: lets ``Event.stop()`` end the
 # handler chain without making the immutable event mutable.

@@ -39,6 +39,7 @@ from platybus.extensions import (
     load_class,
 )
 from platybus.messages import EventTypes, NodeEventData, NodeStarted, NodeStopped
+from platybus.sdnotify import SystemdNotifier
 
 if TYPE_CHECKING:
     from platybus.isolation.handlers import HandlerSet
@@ -56,8 +57,8 @@ READY_TIMEOUT = 10.0
 
 
 @dataclass
-class Step:
-    """One named start/stop step of the node."""
+class Phase:
+    """One named start/stop phase of the node."""
 
     name: str
     start: Callable[[], None]
@@ -118,11 +119,11 @@ class Node:
         self.automation = Automation(config, self.context)
         self._lock_file: IO[str] | None = None
         self._steps = [
-            Step("lock", self._acquire_lock, self._release_lock),
-            Step("bus", self.bus.start, lambda: self.bus.stop(config.node.stop_timeout), True),
-            Step("plugins", self._start_plugins, self._stop_plugins, True),
-            Step("actions", self.runner.start,
-                 lambda: self.runner.stop(config.node.stop_timeout), True),
+            Phase("lock", self._acquire_lock, self._release_lock),
+            Phase("bus", self.bus.start, lambda: self.bus.stop(config.node.stop_timeout), True),
+            Phase("plugins", self._start_plugins, self._stop_plugins, True),
+            Phase("actions", self.runner.start,
+                  lambda: self.runner.stop(config.node.stop_timeout), True),
         ]
         self.notifiers: NotifierManager | None = None
         if config.section("notifiers"):
@@ -132,11 +133,11 @@ class Node:
             notifiers = self.notifiers = NotifierManager.from_config(config, self.context)
             self.actions.add(ActionSpec.from_function(
                 "notifiers.status", notifiers.status, blocking=False))
-            self._steps.append(Step("notifiers", lambda: notifiers.start(self.bus),
-                                    lambda: notifiers.stop(config.node.stop_timeout)))
-        self._steps.append(Step("transport", lambda: self._start_backends(transport=True),
-                                lambda: self._stop_backends(transport=True)))
-        self._steps.append(Step("backends", self._start_backends, self._stop_backends))
+            self._steps.append(Phase("notifiers", lambda: notifiers.start(self.bus),
+                                     lambda: notifiers.stop(config.node.stop_timeout)))
+        self._steps.append(Phase("transport", lambda: self._start_backends(transport=True),
+                                 lambda: self._stop_backends(transport=True)))
+        self._steps.append(Phase("backends", self._start_backends, self._stop_backends))
         self.handlers: HandlerSet | None = None
         if config.section("handlers"):
             from platybus.isolation.handlers import HandlerSet
@@ -144,11 +145,11 @@ class Node:
             # Built (classes imported) now, so a bad entry point fails validation;
             # worker processes start on demand once the step has run.
             handlers = self.handlers = HandlerSet.from_config(config, self.context)
-            self._steps.append(Step("handlers", handlers.start,
-                                    lambda: handlers.stop(config.node.stop_timeout)))
-        self._steps.append(Step("automation", self.automation.start, self.automation.stop))
+            self._steps.append(Phase("handlers", handlers.start,
+                                     lambda: handlers.stop(config.node.stop_timeout)))
+        self._steps.append(Phase("automation", self.automation.start, self.automation.stop))
         self._steps.append(
-            Step("discovery", lambda: self.discovery.start(self.services()), self.discovery.stop))
+            Phase("discovery", lambda: self.discovery.start(self.services()), self.discovery.stop))
         self._stop_lock = threading.Lock()
         self._stopped = threading.Event()
 
@@ -228,12 +229,16 @@ class Node:
             received.append(signum)
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        systemd = SystemdNotifier()
         try:
             self.start()
+            systemd.ready(f"node {self.id} ready")
             while not received:
+                systemd.ping_if_due()
                 time.sleep(0.1)
             log.info("received %s, stopping", signal.Signals(received[0]).name)
         finally:
+            systemd.stopping()
             self.stop()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -16,8 +16,6 @@ import contextlib
 import errno
 import fnmatch
 import os
-import re
-import secrets
 import shutil
 import stat as stat_
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from platybus.atomic import TEMP_NAME, temp_name, write_atomic
 from platybus.errors import ActionError, ArgumentError
 from platybus.extensions import Plugin, action
 
@@ -114,7 +113,7 @@ class FilePlugin(Plugin):
                 action=name, path=path,
             )
         with _os_errors(name, path, real):
-            _atomic_write(real, data)
+            write_atomic(real, data)
         return {"path": str(real), "size": len(data)}
 
     @action
@@ -173,7 +172,7 @@ class FilePlugin(Plugin):
         dst = self._path(name, target)
         self._check_transfer(name, source, target, src, dst, overwrite=overwrite)
         with _os_errors(name, f"{source} -> {target}"):
-            temp = _temp_name(dst)
+            temp = temp_name(dst)
             try:
                 if src.is_dir():
                     # Links are copied as links: following them could copy data from
@@ -203,7 +202,7 @@ class FilePlugin(Plugin):
                     raise
                 # Roots on different file systems: copy next to the target, then
                 # rename it into place, and only then remove the source.
-                temp = _temp_name(dst)
+                temp = temp_name(dst)
                 try:
                     if is_dir:
                         shutil.copytree(src, temp, symlinks=True)
@@ -400,7 +399,7 @@ def _os_errors(name: str, shown: str, real: Path | None = None) -> Iterator[None
         filename = error.filename
         # Name the file the OS complained about only when it is not simply the path
         # asked for, nor one of our temporary files, which the caller never saw.
-        if filename is not None and str(filename) != str(real) and not _TEMP.fullmatch(
+        if filename is not None and str(filename) != str(real) and not TEMP_NAME.fullmatch(
             os.path.basename(str(filename))
         ):
             where = f"{shown} ({filename})"
@@ -413,34 +412,6 @@ def _os_errors(name: str, shown: str, real: Path | None = None) -> Iterator[None
         raise FileActionError(f"{name}: {reason}: {where}", **details) from None
 
 
-_TEMP = re.compile(r"\..*\.[0-9a-f]{12}\.tmp")
-
-
-def _temp_name(target: Path) -> Path:
-    """Return an unused hidden name next to ``target`` (same directory, same file system)."""
-    return target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``target``, then rename it over ``target``."""
-    temp = _temp_name(target)
-    # 0o666 lets the umask decide a new file's mode, as open() would; O_EXCL never
-    # reuses a file someone else placed there (the random name makes clashes unlikely).
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            # Replacing a file keeps its permissions.
-            os.chmod(temp, stat_.S_IMODE(target.stat().st_mode))
-        os.replace(temp, target)
-    except BaseException:
-        _remove(temp)
-        raise
-
-
 def _install(source: Path, target: Path, overwrite: bool) -> None:
     """Rename ``source`` to ``target``, replacing it if ``overwrite``."""
     if not (overwrite and target.is_dir() and not target.is_symlink()):
@@ -450,7 +421,7 @@ def _install(source: Path, target: Path, overwrite: bool) -> None:
         return
     # rename() cannot replace a non-empty directory: move the old one aside first and
     # put it back if the new one cannot take its place.
-    aside = _temp_name(target)
+    aside = temp_name(target)
     os.rename(target, aside)
     try:
         os.rename(source, target)

@@ -39,7 +39,6 @@ from platybus.messages import ErrorInfo, Event, Request, Response
 from .config import EventBody, ExecuteBody, HttpConfig, InboundKind
 
 JSON = "application/json"
-_EVENT_TYPE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 
 class Gate:
@@ -147,20 +146,9 @@ class Gate:
 
     def event_from(self, spec: EventBody) -> Event:
         """Build the event a /events body (or websocket frame) asks for."""
-        if not _EVENT_TYPE.fullmatch(spec.type):
-            raise ArgumentError(
-                f"event type {spec.type!r} must be dotted words such as 'garden.watered'")
-        origin = self.context.node_id
-        codec = self.context.codec
-        if codec.types.get(spec.type) is not None:
-            # Typed events go through the codec so their data is validated.
-            message = codec.from_builtins({
-                "kind": "event", "type": spec.type, "data": spec.data, "target": spec.target,
-                "parent_id": spec.parent_id, "origin": origin})
-            assert isinstance(message, Event)
-            return message
-        return Event(type=spec.type, data=spec.data, target=spec.target or None,
-                     parent_id=spec.parent_id, origin=origin)
+        # The codec checks the type's name, a typed event's data and the size limit.
+        return self.context.codec.event(spec.type, spec.data, origin=self.context.node_id,
+                                        target=spec.target or None, parent_id=spec.parent_id)
 
     # -- submitting requests -------------------------------------------------
 

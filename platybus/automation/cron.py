@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from platybus.atomic import write_atomic
 from platybus.automation.engine import Engine
 from platybus.automation.procedures import check_name
 from platybus.automation.runs import Lane, Mode, Run
@@ -340,11 +340,9 @@ class CronScheduler:
     def _save_state(self) -> None:
         state = self._state
         state.update({job.name: job.last for job in self.jobs if job.last is not None})
-        tmp = self.state_path.with_suffix(".tmp")
         try:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"last_slots": state}, indent=1), encoding="utf-8")
-            os.replace(tmp, self.state_path)
+            write_atomic(self.state_path, json.dumps({"last_slots": state}, indent=1).encode())
         except OSError:
             log.exception("cannot save cron state to %s", self.state_path)
 

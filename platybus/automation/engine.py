@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from platybus.actions import ActionSpec
-from platybus.automation.runs import Return, Run, RunStopped, Watchdog
+from platybus.automation.runs import Return, Run, RunDeadlines, RunStopped
 from platybus.automation.steps import Step, StepKind, run_steps, spawn_thread
 from platybus.automation.trace import TraceStore
 from platybus.errors import (
@@ -27,7 +27,7 @@ from platybus.errors import (
     StepFailed,
     UnknownActionError,
 )
-from platybus.messages import Request, Response
+from platybus.messages import Request, Response, caused_by, current_cause
 from platybus.threads import WorkerPool
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class Engine:
         self.store = store
         self.procedures: dict[str, Procedure] = {}
         self.pool = WorkerPool(POOL_SIZE, "platybus-automation")
-        self.watchdog = Watchdog()
+        self.deadlines = RunDeadlines()
         # Set by the automation component when some hook runs Python in worker processes.
         self.processes: ProcessPool | None = None
         self._threads: list[threading.Thread] = []
@@ -153,15 +153,16 @@ class Engine:
             raise StepFailed(f"{proc.action}: procedures nest deeper than {MAX_DEPTH} calls",
                              step=f"procedures.{proc.name}", action=proc.action)
         run = Run("procedure", proc.name, self.store, parent=parent, timeout=proc.timeout,
-                  message_id=parent.message_id if parent is not None else None,
+                  message_id=parent.message_id if parent is not None else current_cause(),
                   variables=dict(kwargs))
         if parent is None:
             run.arm()
-            self.watchdog.watch(run)
+            self.deadlines.watch(run)
         scope = dict(kwargs)
         result: Any = None
         try:
-            run_steps(proc.steps, run, scope)
+            with caused_by(run.message_id):
+                run_steps(proc.steps, run, scope)
         except Return as done:
             result = done.value
         except StepFailed as error:
@@ -182,7 +183,7 @@ class Engine:
         """Return a lane starter that runs ``steps`` on the worker pool."""
         def start(run: Run, scope: dict[str, Any]) -> None:
             run.arm()
-            self.watchdog.watch(run)
+            self.deadlines.watch(run)
             try:
                 self.pool.submit(self.execute, run, steps, scope)
             except RuntimeError:
@@ -193,7 +194,8 @@ class Engine:
     def execute(self, run: Run, steps: list[Step], scope: dict[str, Any]) -> None:
         """Run the steps of a hook or cron run to the end and record the outcome."""
         try:
-            run_steps(steps, run, scope)
+            with caused_by(run.message_id):
+                run_steps(steps, run, scope)
         except Return:
             pass
         except StepFailed as error:
@@ -218,11 +220,11 @@ class Engine:
         return thread
 
     def start(self) -> None:
-        """Start the watchdog."""
-        self.watchdog.start()
+        """Start the deadline timer."""
+        self.deadlines.start()
 
     def stop(self, timeout: float) -> None:
-        """Stop the pool, the branch threads and the watchdog, each bounded."""
+        """Stop the pool, the branch threads and the deadline timer, each bounded."""
         self.pool.stop(timeout)
         with self._lock:
             threads, self._threads = self._threads, []
@@ -230,4 +232,4 @@ class Engine:
             thread.join(timeout)
             if thread.is_alive():
                 log.error("parallel branch %s still running after %.1fs", thread.name, timeout)
-        self.watchdog.stop()
+        self.deadlines.stop()

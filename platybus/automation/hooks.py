@@ -29,7 +29,7 @@ from platybus.automation.trace import Candidate, Trace, TraceStore
 from platybus.bus import Bus, Subscription
 from platybus.config import KeyPath, SourceMap, convert
 from platybus.errors import StepFailed
-from platybus.messages import Event
+from platybus.messages import Event, caused_by
 
 log = logging.getLogger("platybus.automation.hooks")
 
@@ -253,7 +253,8 @@ class HookRunner:
             run = Run("hook", hook.name, self.store, message_id=event.id,
                       variables=dict(captures) if captures else None, waitable=False)
             try:
-                run_steps(hook.steps, run, scope)
+                with caused_by(event.id):
+                    run_steps(hook.steps, run, scope)
             except Return:
                 pass
             except StepFailed as error:

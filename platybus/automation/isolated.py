@@ -109,7 +109,7 @@ class RunStep(Step):
             raise self.fail(refused, name) from None
         future.add_done_callback(lambda _: run.notify())
         if record is not None:
-            # Known as soon as a worker takes the call, so that a trace the watchdog
+            # Known as soon as a worker takes the call, so that a trace the deadline timer
             # finishes while the call is still running names the worker it killed.
             future.add_start_callback(lambda f: setattr(record, "worker_pid", f.worker_pid))
         try:

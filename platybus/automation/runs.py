@@ -3,8 +3,8 @@
 A :class:`Run` is one execution. It records the actions it calls and becomes a
 trace when it finishes. A run is stopped cooperatively: between steps, and in
 the middle of waits (``wait`` steps, requests to other nodes), which wake at
-once. A :class:`Lane` enforces one hook's or job's concurrency mode; the
-:class:`Watchdog` ends runs whose deadline passed, so a stuck action never
+once. A :class:`Lane` enforces one hook's or job's concurrency mode;
+the :class:`RunDeadlines` timer ends runs whose deadline passed, so a stuck action never
 holds its lane.
 """
 
@@ -277,8 +277,8 @@ class Lane:
             run.stop("cancelled", reason)
 
 
-class Watchdog:
-    """A thread that stops runs when their deadline passes."""
+class RunDeadlines:
+    """Stops runs when their deadline passes: one thread that sleeps until the earliest."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Run]] = []
@@ -305,7 +305,7 @@ class Watchdog:
         """Start the thread."""
         if self._thread is None:
             self._stopping = False
-            self._thread = threading.Thread(target=self._loop, name="platybus-watchdog")
+            self._thread = threading.Thread(target=self._loop, name="platybus-run-deadlines")
             self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:

@@ -29,8 +29,7 @@ from platybus.automation.runs import Mode, Run, record_action
 from platybus.automation.steps import PythonStep, Step
 from platybus.automation.trace import clip
 from platybus.config import KeyPath, SourceMap, convert
-from platybus.errors import ActionError, ConfigError
-from platybus.messages import Event
+from platybus.errors import ActionError, ArgumentError, ConfigError, DecodeError
 
 __all__ = ["ScriptContext", "cron", "hook", "load_scripts", "procedure"]
 
@@ -121,8 +120,11 @@ class ScriptContext:
 
     def publish(self, type: str, data: dict[str, Any] | None = None) -> str:
         """Publish an event caused by this run; return its id."""
-        event = Event(type=type, data=data or {}, origin=self.node_id,
-                      parent_id=self._run.message_id)
+        try:
+            event = self._engine.context.codec.event(type, data, origin=self.node_id,
+                                                     parent_id=self._run.message_id)
+        except DecodeError as error:
+            raise ArgumentError(f"publish: {error}") from None
         self._engine.bus.publish(event)
         return event.id
 

@@ -30,6 +30,7 @@ from platybus.automation.trace import clip
 from platybus.automation.values import to_value
 from platybus.config import KeyPath, SourceMap, convert, format_path
 from platybus.errors import ActionError, ConfigError, SelectorError, StepFailed, TemplateError
+from platybus.messages import caused_by
 
 if TYPE_CHECKING:
     from platybus.isolation.pool import ProcessPool
@@ -250,7 +251,9 @@ class ParallelStep(Step):
 
         def branch(i: int) -> None:
             try:
-                run_steps(self.branches[i], run, scope)
+                # A branch thread works for the run's message as the run's own thread does.
+                with caused_by(run.message_id):
+                    run_steps(self.branches[i], run, scope)
             except BaseException as error:  # carried to the joining thread
                 errors[i] = error
             finally:

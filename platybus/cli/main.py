@@ -26,6 +26,7 @@ from platybus.cli.common import (
     print_json,
 )
 from platybus.cli.notify import add_commands as add_notify_commands
+from platybus.cli.ops import add_commands as add_ops_commands
 from platybus.config import load_config
 from platybus.errors import (
     ArgumentError,
@@ -354,6 +355,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="platybus", description="An automation message bus.")
+    parser.add_argument("--version", action="version", version=f"platybus {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Command, help_: str, config: bool = True) -> argparse.ArgumentParser:
@@ -426,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     add("version", cmd_version, "print the version", config=False)
     add_notify_commands(add, load)
+    add_ops_commands(add, load)
     for add_commands in _command_groups():
         add_commands(add, load)
     return parser

@@ -58,11 +58,11 @@ __all__ = [
     "Handler",
     "HandlerDone",
     "HandlerFailed",
+    "HandlerIncident",
     "HandlerResult",
     "HandlerSet",
     "HandlerSettings",
     "HandlerTimedOut",
-    "Trace",
 ]
 
 HANDLER_GROUP = "platybus.handlers"
@@ -148,7 +148,7 @@ class HandlerTimedOut(Event, tag="event", frozen=True, kw_only=True):
     data: HandlerResult
 
 
-class Trace(msgspec.Struct, frozen=True, kw_only=True):
+class HandlerIncident(msgspec.Struct, frozen=True, kw_only=True):
     """A record of a handler run that went wrong."""
 
     ts: float
@@ -166,7 +166,7 @@ class HandlerRunner:
 
     def __init__(self, name: str, cls: type[Any], settings: HandlerSettings, config: Any, *,
                  spec: str, condition: Condition | None, context: NodeContext,
-                 search_path: list[Path], record: Callable[[Trace], None],
+                 search_path: list[Path], record: Callable[[HandlerIncident], None],
                  slots: Slots | None = None) -> None:
         self.name = name
         self.slots = slots
@@ -267,7 +267,7 @@ class HandlerRunner:
                 self.failed += 1
                 result = HandlerFailed(origin=node_id, parent_id=event.id,
                                        data=HandlerResult(error=info, **data))
-            trace = Trace(ts=time.time(), handler=self.name, outcome=outcome,
+            trace = HandlerIncident(ts=time.time(), handler=self.name, outcome=outcome,
                           event_id=event.id, event_type=event.type,
                           duration=data["duration"], worker_pid=data["worker_pid"], error=info)
             self._record(trace)
@@ -315,10 +315,10 @@ class HandlerSet:
         self.runners: dict[str, HandlerRunner] = {r.name: r for r in runners or []}
         # One limit for every handler together: at most this many events at once.
         self.slots = Slots(parallel)
-        self.traces: deque[Trace] = deque(maxlen=trace_limit)
+        self.traces: deque[HandlerIncident] = deque(maxlen=trace_limit)
         self._lock = threading.Lock()
 
-    def record(self, trace: Trace) -> None:
+    def record(self, trace: HandlerIncident) -> None:
         """Keep a trace of a run that went wrong and log it as a structured record."""
         with self._lock:
             self.traces.append(trace)

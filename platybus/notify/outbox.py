@@ -22,10 +22,11 @@ from typing import Any, Literal
 
 import msgspec
 
+from platybus.atomic import write_atomic
 from platybus.codec import Codec
 from platybus.errors import DecodeError, NodeError
 from platybus.messages import Event
-from platybus.notify.records import event_from_document, event_to_document, write_atomic
+from platybus.notify.records import event_from_document, event_to_document
 
 log = logging.getLogger("platybus.notify.outbox")
 

@@ -11,12 +11,10 @@ tuples, ...). See ``docs/notifiers.md``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import decimal
 import hashlib
 import os
-import tempfile
 import time
 import traceback
 import uuid
@@ -27,6 +25,7 @@ from typing import Any
 
 import msgspec
 
+from platybus.atomic import write_atomic
 from platybus.codec import Codec
 from platybus.errors import DecodeError, RecordClosed
 from platybus.messages import Event, new_id
@@ -377,10 +376,21 @@ def _restore(document: dict[str, Any], path: list[Any], tag: str) -> None:
         raise ValueError(f"unknown value type {tag!r}")
 
 
-def event_from_document(document: Any, codec: Codec | None = None) -> Event:
-    """Rebuild an event from :func:`event_to_document` output (or a plain wire event)."""
+def event_from_document(document: Any, codec: Codec | None = None,
+                        size: int | None = None) -> Event:
+    """Rebuild an event from :func:`event_to_document` output (or a plain wire event).
+
+    The codec (a default one if none is given) checks it as it checks any message:
+    ``size`` is the length of the file it was read from (measured when not given).
+    """
     if not isinstance(document, dict) or document.get("kind", "event") != "event":
         raise DecodeError("not an event document: expected a JSON object of kind 'event'")
+    codec = codec if codec is not None else Codec()
+    if size is None:
+        try:
+            size = len(msgspec.json.encode(document))
+        except (TypeError, ValueError, OverflowError) as error:
+            raise DecodeError(f"invalid event document: {error}") from None
     document = dict(document)
     document.pop("format", None)
     document["kind"] = "event"
@@ -394,10 +404,13 @@ def event_from_document(document: Any, codec: Codec | None = None) -> Event:
             _restore(document, path, tag)
         if record:
             document["data"] = msgspec.convert(document.get("data") or {}, RecordData)
-        cls = (codec.types.get(document.get("type", "")) if codec else None) or Event
-        event: Event = msgspec.convert(document, cls)
     except (msgspec.ValidationError, ValueError, KeyError, IndexError, TypeError) as error:
         raise DecodeError(f"invalid event document: {error}") from None
+    try:
+        event = codec.convert(document, size)
+    except DecodeError as error:
+        raise DecodeError(f"invalid event document: {error}") from None
+    assert isinstance(event, Event)
     return event
 
 
@@ -408,21 +421,6 @@ def dump_event(event: Event, directory: str | os.PathLike[str]) -> Path:
     target = folder / f"{event.id}.json"
     write_atomic(target, msgspec.json.format(msgspec.json.encode(event_to_document(event))))
     return target
-
-
-def write_atomic(target: Path, content: bytes) -> None:
-    """Write a file so that readers see the old content or the new one, never a part."""
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
 
 
 def load_event(file: str | os.PathLike[str], codec: Codec | None = None) -> Event:
@@ -437,6 +435,6 @@ def load_event(file: str | os.PathLike[str], codec: Codec | None = None) -> Even
     except msgspec.DecodeError as error:
         raise DecodeError(f"{path}: malformed JSON: {error}") from None
     try:
-        return event_from_document(document, codec)
+        return event_from_document(document, codec, len(raw))
     except DecodeError as error:
         raise DecodeError(f"{path}: {error}") from None

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from platybus.config import load_config
+from platybus.messages import Event, Request
 from platybus.node import Node
 from tests.automation.conftest import wait_for
 
@@ -79,3 +80,62 @@ cron:
         assert first["actions"][0]["args"]["message"] == f"tick {first['slot']}"
     finally:
         node.stop()
+
+
+def test_a_chain_of_hooks_keeps_its_causes(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # The example of docs/concepts.md: file.created -> hook a publishes chain.step ->
+    # hook b publishes chain.done; each event names the one that caused it.
+    path = tmp_path / "causality.yaml"
+    path.write_text((REPO / "docs/examples/causality.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    watched = tmp_path / "watched"
+    node = Node(load_config(path))
+    seen: dict[str, Event] = {}
+    node.bus.subscribe("type=file.created or type=chain.step or type=chain.done",
+                       lambda event: seen.setdefault(event.type, event))
+    node.start()
+    try:
+        (watched / "report.txt").write_text("done")
+        wait_for(lambda: "chain.done" in seen)
+    finally:
+        node.stop()
+    created, step, done = seen["file.created"], seen["chain.step"], seen["chain.done"]
+    assert step.data == {"path": str((watched / "report.txt").resolve())}
+    assert step.parent_id == created.id
+    assert done.parent_id == step.id
+
+
+def test_causes_reach_procedures_and_served_requests_and_a_given_parent_wins(
+        tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"""
+node: {{id: causes, data_dir: {tmp_path / 'data'}}}
+procedures:
+  emit:
+    steps: [{{action: event.publish, args: {{type: t.from_procedure}}}}]
+hooks:
+  start:
+    if: {{type: t.start}}
+    then:
+      - {{action: event.publish, args: {{type: t.explicit, parent_id: chosen}}}}
+      - {{action: procedure.emit}}
+""")
+    node = Node(load_config(path))
+    seen: dict[str, list[Event]] = {}
+    node.bus.subscribe("type=t.*", lambda event: seen.setdefault(event.type, []).append(event))
+    node.start()
+    try:
+        start = Event(type="t.start")
+        node.bus.publish(start)
+        wait_for(lambda: {"t.explicit", "t.from_procedure"} <= seen.keys())
+        served = Request(action="event.publish", args={"type": "t.served"})
+        assert node.bus.request(served, timeout=10).error is None
+        called = Request(action="procedure.emit")
+        assert node.bus.request(called, timeout=10).error is None
+        wait_for(lambda: "t.served" in seen and len(seen["t.from_procedure"]) == 2)
+    finally:
+        node.stop()
+    assert [e.parent_id for e in seen["t.explicit"]] == ["chosen"]
+    assert [e.parent_id for e in seen["t.from_procedure"]] == [start.id, called.id]
+    assert [e.parent_id for e in seen["t.served"]] == [served.id]

@@ -136,3 +136,36 @@ def test_event_types_registry_refuses_a_second_class_for_a_name() -> None:
     with pytest.raises(Exception, match="already registered"):
         types.register(Other)
     assert "node.started" in types.names()
+
+
+def test_an_event_asked_for_by_type_and_data_gets_the_checks_of_the_wire() -> None:
+    types = EventTypes()
+    strict = Codec(types, max_size=200)
+    event = strict.event("garden.watered", {"litres": 3}, origin="n1", parent_id="p1")
+    assert (type(event), event.type, event.data, event.origin, event.parent_id) == (
+        Event, "garden.watered", {"litres": 3}, "n1", "p1")
+    assert type(strict.event("node.started", {"node_id": "n1"})) is NodeStarted
+    with pytest.raises(DecodeError, match="must be dotted words"):
+        strict.event("not a type")
+    with pytest.raises(DecodeError, match=r"node.started.*node_id"):
+        strict.event("node.started", {})
+    with pytest.raises(DecodeError, match="exceeds the maximum of 200 bytes"):
+        strict.event("x.y", {"blob": "a" * 300})
+    with pytest.raises(DecodeError, match="invalid message"):
+        strict.event("x.y", {"thing": object()})
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{nope", "malformed"),
+        (b'{"kind":"command"}', "unknown_kind"),
+        (b'{"type":"x"}', "unknown_kind"),
+        (b'{"kind":"response"}', "invalid"),
+        (b'{"kind":"event","type":"x","data":"' + b"a" * 2000 + b'"}', "too_large"),
+    ],
+)
+def test_decode_errors_name_their_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        Codec(max_size=1000).decode(raw)
+    assert caught.value.details["reason"] == reason

@@ -86,6 +86,7 @@ def node_config(tmp_path: Path, body: str) -> Path:
     (ext / "dialect_ext.py").write_text(EXTENSIONS)
     (ext / "dialect_broken.py").write_text(BROKEN)
     (ext / "dialect_missing_dep.py").write_text(MISSING_DEPENDENCY)
+    (ext / "dialect_syntax.py").write_text("x = 1\ndef broken(:\n")
     (ext / "sftpplus_pkg" / "__init__.py").write_text("")
     (ext / "sftpplus_pkg" / "handlers.py").write_text(EXTENSIONS)
     config = tmp_path / "config.yaml"
@@ -266,6 +267,9 @@ def test_an_import_error_names_the_exception_and_the_line(tmp_path: Path, sectio
     text = str(info.value)
     assert "ModuleNotFoundError: No module named 'no_such_dependency_anywhere'" in text
     assert "dialect_missing_dep.py, line 3: import no_such_dependency_anywhere" in text
+    with pytest.raises(ConfigError) as info:
+        build(tmp_path, f"{section}:\n  x:\n    class: dialect_syntax:Thing\n")
+    assert "SyntaxError: invalid syntax (dialect_syntax.py, line 2)" in str(info.value)
 
 
 def test_a_module_that_is_not_there_says_where_it_was_looked_for(tmp_path: Path) -> None:

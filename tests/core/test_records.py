@@ -130,3 +130,10 @@ def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
         load_event(bad)
     with pytest.raises(DecodeError, match="cannot read"):
         load_event(tmp_path / "missing.json")
+
+
+def test_a_file_over_the_size_limit_is_refused_like_any_message(tmp_path: Path) -> None:
+    file = dump_event(Event(type="big.one", data={"blob": "a" * 5000}), tmp_path)
+    with pytest.raises(DecodeError, match="exceeds the maximum of 1000 bytes"):
+        load_event(file, Codec(max_size=1000))
+    assert load_event(file).data == {"blob": "a" * 5000}
