@@ -42,9 +42,9 @@ from platybus.isolation.pool import (
     DEFAULT_QUEUE_SIZE,
     DEFAULT_TIMEOUT,
     ProcessPool,
-    Slots,
     TaskFuture,
 )
+from platybus.isolation.slots import Slots
 from platybus.loader import load_class
 from platybus.messages import ErrorInfo, Event
 
