@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -53,6 +53,7 @@ from platybus.sdnotify import SystemdNotifier
 
 if TYPE_CHECKING:
     from platybus.isolation.handlers import HandlerSet
+    from platybus.link.protocol import LinkConfig
     from platybus.notify.manager import NotifierManager
 
 log = logging.getLogger("platybus.node")
@@ -129,6 +130,8 @@ class Node:
             self.types.register(event_type)
         self.discovery = Discovery(load_discovery_config(config), node_id=self.id,
                                    version=__version__, bus=self.bus)
+        self.context.withdraw_services = self.discovery.withdraw
+        self.context.link = _link_of(self.backends.values())
         self.actions.add(ActionSpec.from_function("discovery.peers", self.discovery.peers,
                                                   blocking=False))
         # After plugins and backends, so that hooks can name their actions and events.
@@ -383,9 +386,11 @@ class Node:
         """Return counters in the Prometheus text format."""
         from platybus.metrics import render_hook_metrics, render_metrics
 
-        return render_metrics(
+        text = render_metrics(
             self.bus.stats(), {name: b.events_sent for name, b in self.backends.items()},
             self.actions.specs()) + render_hook_metrics(self.automation.counters())
+        # Each backend adds counters of its own (the link's, the HTTP server's).
+        return text + "".join(backend.render_metrics() for backend in self.backends.values())
 
 
 def _with_defaults(plugins: dict[str, ExtensionConfig]) -> list[ExtensionConfig]:
@@ -405,7 +410,19 @@ def _resolve(ext: ExtensionConfig, group: str, base: type[Any], search: list[Pat
 
 
 def _typed(cls: type[Plugin] | type[Backend], ext: ExtensionConfig, config: Config) -> Any:
-    return config.convert(ext.options, cls.Config, ext.path, also_known=COMMON_KEYS)
+    prepare = getattr(cls, "prepare_options", None)
+    options = prepare(ext.options) if prepare is not None else ext.options
+    return config.convert(options, cls.Config, ext.path, also_known=COMMON_KEYS)
+
+
+def _link_of(backends: Iterable[Backend]) -> LinkConfig | None:
+    """The Redis link settings of the node's transport backend, if it has one."""
+    for backend in backends:
+        link = getattr(backend.config, "link_config", None)
+        if backend.transport and callable(link):
+            found: LinkConfig = link()
+            return found
+    return None
 
 
 def validate(config: Config) -> Node:

@@ -17,6 +17,7 @@ import collections
 import contextlib
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from platybus.errors import (
@@ -32,8 +33,8 @@ from platybus.metrics import PrometheusText
 
 from .access import Identity
 from .api import NodeApi
-from .config import ROUTES, HttpConfig
-from .gate import IDENTITY, JSON, PUBLIC, Gate, headers_for, status_of
+from .config import ROUTES, DeadLetterBody, HttpConfig
+from .gate import IDENTITY, JSON, PUBLIC, Gate, decode_error, headers_for, status_of
 from .guard import ConnectionGuard, GuardedSite
 from .static import ConsoleFiles
 from .streams import DROP_REASONS, StreamRoutes
@@ -52,6 +53,7 @@ class HttpBackend(Backend):
         self.guard = ConnectionGuard(config.read_timeout, config.max_connections, self.log)
         self._stop_signal: asyncio.Event | None = None
         self.streams = StreamRoutes(self.gate, self.send_event, self.log)
+        self._dlq_body = msgspec.json.Decoder(DeadLetterBody)
         self.api = NodeApi(self.gate)
         self.console = ConsoleFiles(config.console_rows) if config.console else None
 
@@ -146,6 +148,10 @@ class HttpBackend(Backend):
         app.router.add_get("/actions", self._actions)
         app.router.add_get("/traces", self._traces)
         app.router.add_get("/whoami", self._whoami)
+        app.router.add_get("/dlq", self._dlq_list)
+        app.router.add_get("/dlq/{id}", self._dlq_show)
+        app.router.add_post("/dlq/retry", self._dlq_change)
+        app.router.add_post("/dlq/drop", self._dlq_change)
         self.api.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._fallback)
         if self.config.cors:
@@ -223,7 +229,7 @@ class HttpBackend(Backend):
         if denied is not None:
             return denied
         self.gate.requests["/metrics", 200] += 1
-        text = self.context.metrics() + self.render_metrics()
+        text = self.context.metrics()  # the node's, with every backend's (this one's too)
         return web.Response(text=text, content_type="text/plain",
                             headers={"X-Content-Type-Options": "nosniff"},
                             charset="utf-8")
@@ -281,6 +287,57 @@ class HttpBackend(Backend):
             return self.gate.error("/traces", 400, error)
         return self.gate.json("/traces", 200, self.gate.encoder.encode(traces))
 
+    # -- /dlq: the redis backend's dead-letter stream ------------------------
+
+    async def _dlq_list(self, request: web.Request) -> web.Response:
+        try:
+            last = int(request.query.get("last", "20"))
+        except ValueError:
+            return self.gate.error("/dlq", 400, ArgumentError(
+                f"last must be an integer, got {request.query.get('last')!r}"))
+        return await self._dlq_call(request, "dlq.list", {"last": last})
+
+    async def _dlq_show(self, request: web.Request) -> web.Response:
+        return await self._dlq_call(request, "dlq.show", {"id": request.match_info["id"]})
+
+    async def _dlq_change(self, request: web.Request) -> web.Response:
+        denied = self.gate.denied(request, "/dlq", needs_ready=False, needs="admin")
+        if denied is not None:
+            return denied
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self.gate.too_large("/dlq")
+        try:
+            spec = self._dlq_body.decode(body or b"{}")
+        except msgspec.DecodeError as error:
+            return self.gate.error("/dlq", 400, decode_error(error))
+        action = "dlq.retry" if request.path.endswith("/retry") else "dlq.drop"
+        return await self._dlq_call(request, action, {"ids": spec.ids, "all": spec.all},
+                                    checked=True)
+
+    async def _dlq_call(self, request: web.Request, action: str, args: dict[str, Any],
+                        checked: bool = False) -> web.Response:
+        gate = self.gate
+        if not checked:
+            denied = gate.denied(request, "/dlq", needs_ready=False, needs="admin")
+            if denied is not None:
+                return denied
+        if action not in self.context.actions:
+            return gate.error("/dlq", 404, ErrorInfo(
+                type="NotFound", message="this node has no redis backend, so no dead letters"))
+        loop = asyncio.get_running_loop()
+        try:
+            # Redis calls: off the event loop.
+            result = await loop.run_in_executor(None, self.context.actions.call, action, args)
+        except ArgumentError as error:
+            status = 404 if "missing" in error.details else 400
+            return gate.error("/dlq", status, error)
+        except PlatybusError as error:
+            return gate.error("/dlq", error.http_status if error.http_status != 500 else 502,
+                              error)
+        return gate.json("/dlq", 200, gate.encoder.encode(result))
+
     async def _fallback(self, request: web.Request) -> web.Response:
         path = request.path
         if self.console is not None and request.method in ("GET", "HEAD"):
@@ -294,7 +351,8 @@ class HttpBackend(Backend):
             return web.Response(status=204)
         if path in ROUTES:
             allowed = {"/execute": "POST", "/events": "GET, POST", "/explain": "POST",
-                       "/variables": "GET, POST", "/outbox": "GET, POST"}.get(path, "GET")
+                       "/variables": "GET, POST", "/outbox": "GET, POST",
+                       "/dlq/retry": "POST", "/dlq/drop": "POST"}.get(path, "GET")
             response = self.gate.error("other", 405, ErrorInfo(
                 type="MethodNotAllowed", message=f"{request.method} {path}: use {allowed}"))
             response.headers["Allow"] = allowed

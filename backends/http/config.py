@@ -9,7 +9,8 @@ from typing import Any, Literal
 import msgspec
 
 ROUTES = ("/execute", "/events", "/ws", "/health", "/metrics", "/actions", "/traces",
-          "/whoami", "/node", "/peers", "/runs", "/explain", "/variables", "/outbox")
+          "/whoami", "/node", "/peers", "/runs", "/explain", "/variables", "/outbox", "/dlq",
+          "/dlq/retry", "/dlq/drop")
 
 # Routes that may be served without a token (the ``public`` option): read-only ones.
 MAY_BE_PUBLIC = ("/health", "/metrics")
@@ -121,6 +122,13 @@ class ExecuteBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     timeout: float | None = None
     parent_id: str | None = None
     kind: Literal["request"] = "request"
+
+
+class DeadLetterBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The body of ``POST /dlq/retry`` and ``POST /dlq/drop``: entry ids, or every entry."""
+
+    ids: list[str] = msgspec.field(default_factory=list)
+    all: bool = False
 
 
 class EventBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -28,6 +28,7 @@ from platybus.errors import (
     AccessDenied,
     ActionNotAllowed,
     ArgumentError,
+    DecodeError,
     NodeError,
     NodeNotReady,
     PlatybusError,
@@ -290,3 +291,10 @@ def _gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
+
+
+def decode_error(error: msgspec.DecodeError) -> DecodeError:
+    """Say whether a body was not JSON at all or not the expected shape."""
+    if isinstance(error, msgspec.ValidationError):
+        return DecodeError(f"invalid body: {error}")
+    return DecodeError(f"malformed JSON: {error}")

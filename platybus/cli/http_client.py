@@ -114,6 +114,20 @@ class RemoteNode:
         except ValueError:
             raise _error_of(status, body) from None
 
+    def get_ok(self, path: str) -> Any:
+        """GET a JSON route; return its decoded body, or raise RemoteError unless 200."""
+        status, body = self._call("GET", path)
+        if status != 200:
+            raise _error_of(status, body)
+        return json.loads(body)
+
+    def post_ok(self, path: str, payload: Any) -> Any:
+        """POST JSON to a route; return its decoded body, or raise RemoteError unless 200."""
+        status, body = self._call("POST", path, payload)
+        if status != 200:
+            raise _error_of(status, body)
+        return json.loads(body)
+
     def stream(self, selector: str = "") -> Iterator[StreamItem]:
         """Follow ``GET /events`` and yield each frame until the node closes the stream."""
         query = f"?{urllib.parse.urlencode({'filter': selector})}" if selector else ""

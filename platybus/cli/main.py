@@ -26,6 +26,7 @@ from platybus.cli.common import (
     print_json,
 )
 from platybus.cli.console import add_commands as add_console_commands
+from platybus.cli.dlq import add_commands as add_dlq_commands
 from platybus.cli.notify import add_commands as add_notify_commands
 from platybus.cli.ops import add_commands as add_ops_commands
 from platybus.config import load_config
@@ -448,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("token", cmd_token, "print the HTTP API's bearer token (the config's, else the one "
                             "kept in the data dir)")
     add_notify_commands(add, load)
+    add_dlq_commands(add, load, _remote, _link_settings)
     add_console_commands(add, load)
     add_ops_commands(add, load)
     for add_commands in _command_groups():
