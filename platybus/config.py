@@ -25,6 +25,7 @@ import msgspec
 import yaml
 
 from platybus.bus import BusConfig
+from platybus.credentials import SECRET_KEYS, read_secret
 from platybus.errors import ConfigError
 
 T = TypeVar("T")
@@ -79,7 +80,10 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     extensions_path: list[str] = msgspec.field(default_factory=list)
+    # At most this many events handled at once by all handlers together (0: one per CPU).
+    handlers_parallel: int = 0
     max_message_size: int = 1 << 20
+    max_message_depth: int = 64
     stop_timeout: float = 5.0
     bus: BusConfig = msgspec.field(default_factory=BusConfig)
 
@@ -125,10 +129,36 @@ class Config:
         """
         return convert(value, type_, path, self.source, also_known=also_known)
 
+    def locate(self, error: ConfigError, within: KeyPath) -> ConfigError:
+        """Place an extension's own :class:`ConfigError` at the file and line of its key.
+
+        ``error.key`` is a dotted key path, absolute (``plugins.transfer.chunk_size``)
+        or relative to the extension's entry ``within`` (``chunk_size``); an error
+        that already names its file is returned as it is.
+        """
+        if error.file is not None:
+            return error
+        base = format_path(within)
+        key = error.key or base
+        if not _under(key, base):
+            key = f"{base}.{key}"
+        best, best_text = within, base
+        for path in self.source.marks:
+            text = format_path(path)
+            if len(text) > len(best_text) and _under(key, text):
+                best, best_text = path, text
+        file, line = self.source.locate(best)
+        return ConfigError(error.reason, file=file, line=line, key=key)
+
     @property
     def data_dir(self) -> Path:
         """The node's data directory."""
         return Path(self.node.data_dir)
+
+
+def _under(key: str, prefix: str) -> bool:
+    """Whether dotted ``key`` is ``prefix`` or below it."""
+    return key == prefix or key.startswith((prefix + ".", prefix + "["))
 
 
 def convert(value: Any, type_: type[T], path: KeyPath, source: SourceMap, *,
@@ -320,9 +350,40 @@ def extension_section(
         enabled = options.pop("enabled", True)
         if not isinstance(enabled, bool):
             raise source.error((*path, "enabled"), "expected true or false")
+        read_secret_files(options, path, source)
         own = {key: options.pop(key) for key in settings if key in options}
         result[str(name)] = ExtensionConfig(str(name), path, spec, enabled, options, own)
     return result
+
+
+def read_secret_files(options: dict[str, Any], path: KeyPath, source: SourceMap) -> None:
+    """Replace each ``<secret>_file`` key (``token_file``, ``secret_file``, ...) by its file's text.
+
+    Nested mappings (such as the http backend's ``tokens``) are read too, so every
+    secret can live in a file (a systemd credential, a container secret).
+    """
+    for key in list(options):
+        value = options[key]
+        if isinstance(value, dict):
+            value = options[key] = dict(value)
+            read_secret_files(value, (*path, key), source)
+            continue
+        base = key[:-5] if isinstance(key, str) and key.endswith("_file") else ""
+        if base not in SECRET_KEYS:
+            continue
+        where = (*path, key)
+        if base in options:
+            raise source.error(where, f"give either {base} or {key}, not both")
+        if not isinstance(value, str) or not value:
+            raise source.error(where, "expected the name of a file that holds the secret")
+        try:
+            options[base] = read_secret(value)
+        except ValueError as error:
+            raise source.error(where, str(error)) from None
+        del options[key]
+        mark = source.marks.get(where)
+        if mark is not None:
+            source.marks[(*path, base)] = mark
 
 
 def _old_key_message(key: str, value: Any) -> str:

@@ -28,6 +28,11 @@ Every error platybus raises on purpose is a :class:`PlatybusError`::
     │   ├── HandlerTimeout           past its hard limit: its worker was killed
     │   └── WorkerCrashed            its worker process died
     ├── RecordClosed                 an event record was changed after close()
+    ├── AccessDenied                 the HTTP API refused a caller before anything ran
+    │   ├── Unauthorized             no valid bearer token
+    │   ├── ScopeMissing             the token's scope does not cover the route or action
+    │   ├── RequestForbidden         a browser or proxy check failed (Origin, Host, ...)
+    │   └── UnsupportedMediaType     a body that is not application/json
     ├── JournalError                 the intake journal cannot be read or written
     ├── NodeError                    the node cannot do what was asked
     │   ├── NodeNotReady             the node is starting or stopping
@@ -232,6 +237,37 @@ class WorkerCrashed(IsolationError):
 
 class RecordClosed(PlatybusError):
     """An event record was changed after it was closed."""
+
+
+class AccessDenied(PlatybusError):
+    """The HTTP API refused a caller before anything ran."""
+
+    http_status = 403
+
+
+class Unauthorized(AccessDenied):
+    """The request carries no valid bearer token."""
+
+    http_status = 401
+
+
+class ScopeMissing(AccessDenied):
+    """The token's scope does not cover the route or the action; says which scope is needed."""
+
+    def __init__(self, message: str, *, needed: str, token: str, **details: Any) -> None:
+        self.needed = needed
+        self.token = token
+        super().__init__(message, needed=needed, token=token, **details)
+
+
+class RequestForbidden(AccessDenied):
+    """A browser or proxy check refused the request (Origin, Host, Sec-Fetch-Site, proxy)."""
+
+
+class UnsupportedMediaType(AccessDenied):
+    """A request body that is not ``application/json``."""
+
+    http_status = 415
 
 
 class JournalError(PlatybusError):

@@ -21,7 +21,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -35,7 +35,13 @@ from platybus.codec import Codec
 from platybus.config import COMMON_KEYS, Config, ExtensionConfig
 from platybus.discovery import EVENT_TYPES as DISCOVERY_EVENTS
 from platybus.discovery import Discovery, load_discovery_config
-from platybus.errors import ExtensionError, NodeAlreadyRunning, NodeError, PlatybusError
+from platybus.errors import (
+    ConfigError,
+    ExtensionError,
+    NodeAlreadyRunning,
+    NodeError,
+    PlatybusError,
+)
 from platybus.extensions import (
     BACKEND_GROUP,
     PLUGIN_GROUP,
@@ -51,6 +57,7 @@ from platybus.threads import OwnedThread, deadline_after, join_all, stop_all, ti
 
 if TYPE_CHECKING:
     from platybus.isolation.handlers import HandlerSet
+    from platybus.link.protocol import LinkConfig
     from platybus.notify.manager import NotifierManager
 
 log = logging.getLogger("platybus.node")
@@ -96,7 +103,8 @@ class Node:
             json.dumps(config.raw, sort_keys=True, default=str).encode()).hexdigest()[:12]
         self.started_at = 0.0
         self.types = EventTypes()
-        self.codec = Codec(self.types, max_size=config.node.max_message_size)
+        self.codec = Codec(self.types, max_size=config.node.max_message_size,
+                           max_depth=config.node.max_message_depth)
         self.bus = Bus(self.id, config.node.bus)
         self.actions = ActionRegistry()
         self.runner = ActionRunner(self.bus, self.actions, config.node.bus.workers)
@@ -111,7 +119,10 @@ class Node:
             cls = _resolve(ext, PLUGIN_GROUP, Plugin, search, config)
             for event_type in cls.event_types:
                 self.types.register(event_type)
-            plugin = cls(ext.name, _typed(cls, ext, config), self.context)
+            try:
+                plugin = cls(ext.name, _typed(cls, ext, config), self.context)
+            except ConfigError as error:
+                raise config.locate(error, ext.path) from None
             self.plugins[ext.name] = plugin
             self.actions.add_plugin(plugin)
         self.backends: dict[str, Backend] = {}
@@ -123,6 +134,8 @@ class Node:
                 self.types.register(event_type)
             try:
                 self.backends[ext.name] = bcls(ext.name, _typed(bcls, ext, config), self.context)
+            except ConfigError as error:
+                raise config.locate(error, ext.path) from None
             except ExtensionError as error:
                 # e.g. a service declared with a name zeroconf cannot announce
                 raise config.source.error(ext.path, str(error)) from None
@@ -130,6 +143,8 @@ class Node:
             self.types.register(event_type)
         self.discovery = Discovery(load_discovery_config(config), node_id=self.id,
                                    version=__version__, bus=self.bus)
+        self.context.withdraw_services = self.discovery.withdraw
+        self.context.link = _link_of(self.backends.values())
         self.actions.add(ActionSpec.from_function("discovery.peers", self.discovery.peers,
                                                   blocking=False))
         # After plugins and backends, so that hooks can name their actions and events.
@@ -394,9 +409,11 @@ class Node:
         """Return counters in the Prometheus text format."""
         from platybus.metrics import render_hook_metrics, render_metrics
 
-        return render_metrics(
+        text = render_metrics(
             self.bus.stats(), {name: b.events_sent for name, b in self.backends.items()},
             self.actions.specs()) + render_hook_metrics(self.automation.counters())
+        # Each backend adds counters of its own (the link's, the HTTP server's).
+        return text + "".join(backend.render_metrics() for backend in self.backends.values())
 
 
 def _share(deadline: float, more_to_come: bool) -> float:
@@ -433,7 +450,19 @@ def _resolve(ext: ExtensionConfig, group: str, base: type[Any], search: list[Pat
 
 
 def _typed(cls: type[Plugin] | type[Backend], ext: ExtensionConfig, config: Config) -> Any:
-    return config.convert(ext.options, cls.Config, ext.path, also_known=COMMON_KEYS)
+    prepare = getattr(cls, "prepare_options", None)
+    options = prepare(ext.options) if prepare is not None else ext.options
+    return config.convert(options, cls.Config, ext.path, also_known=COMMON_KEYS)
+
+
+def _link_of(backends: Iterable[Backend]) -> LinkConfig | None:
+    """The Redis link settings of the node's transport backend, if it has one."""
+    for backend in backends:
+        link = getattr(backend.config, "link_config", None)
+        if backend.transport and callable(link):
+            found: LinkConfig = link()
+            return found
+    return None
 
 
 def validate(config: Config) -> Node:

@@ -21,6 +21,7 @@ from platybus.automation.isolated import AutomationOptions
 from platybus.automation.procedures import ProcedureOptions
 from platybus.automation.trace import TracesConfig
 from platybus.config import COMMON_KEYS, SECTIONS, NodeConfig
+from platybus.credentials import SECRET_KEYS
 from platybus.discovery import DiscoveryConfig
 from platybus.extensions import BACKEND_GROUP, PLUGIN_GROUP, Backend, Plugin
 from platybus.isolation.handlers import HandlerSettings
@@ -109,7 +110,7 @@ def config_schema() -> dict[str, Any]:
     missing = set(SECTIONS) - set(properties)
     assert not missing, f"sections without a schema: {missing}"
     assert set(COMMON_KEYS) == set(_COMMON)
-    return {
+    schema = {
         "$schema": DIALECT,
         "title": "platybus config",
         "description": "A platybus node's config.yaml (docs/config.md).",
@@ -118,3 +119,24 @@ def config_schema() -> dict[str, Any]:
         "additionalProperties": False,
         "$defs": defs,
     }
+    _add_secret_files(schema)
+    return schema
+
+
+def _add_secret_files(node: Any) -> None:
+    """Beside each secret option (``token``, ``secret``, ...) allow its ``<name>_file`` key."""
+    if isinstance(node, list):
+        for item in node:
+            _add_secret_files(item)
+        return
+    if not isinstance(node, dict):
+        return
+    properties = node.get("properties")
+    if isinstance(properties, dict):
+        for key in [k for k in properties if k in SECRET_KEYS]:
+            properties.setdefault(f"{key}_file", {
+                "type": "string", "description": f"a file that holds the {key}"})
+            if key in node.get("required", []):
+                node["required"] = [k for k in node["required"] if k != key]
+    for value in node.values():
+        _add_secret_files(value)

@@ -39,7 +39,9 @@ from platybus.extensions import Backend, NodeContext
 from platybus.messages import Event
 from platybus.threads import deadline_after, join_all
 
+from .catch_up import CatchUpIndex, missed
 from .config import FileMonitorConfig, WatchedPath
+from .event_log import EventLog
 from .events import (
     EVENT_TYPES,
     FileClosed,
@@ -132,22 +134,49 @@ class _OverflowWatch(logging.Handler):
 
 
 class _Root:
-    """One configured root: its tracker and how it is watched right now."""
+    """One configured path (a directory, or a single file) and how it is watched right now.
+
+    A single file is watched through its directory (top level only, that name
+    only), so that an atomic replace by rename, a deletion and a re-creation are
+    all seen: a watch on the file itself would end with its inode.
+    """
 
     def __init__(self, spec: WatchedPath, config: FileMonitorConfig) -> None:
         self.spec = spec
-        self.path = os.path.abspath(os.path.expanduser(spec.path))
-        rel = os.path.relpath(self.path)
-        self.display = rel if not rel.startswith("..") else self.path
+        self.config = config
+        self.target = os.path.abspath(os.path.expanduser(spec.path))
+        self.label = _display(self.target)
         self.polling = config.observer == "polling"
-        self.tracker = RootTracker(self.path, spec, coalesce=config.coalesce,
-                                   settle=config.settle, synthesize_close=self.polling)
+        self.file_name: str | None = None
+        self.path = self.target
+        self.display = self.label
+        self.tracker = self._tracker()
         self.observer: BaseObserver | None = None
         self.watch: ObservedWatch | None = None
         self.generation = 0
         self.problem: str | None = None
         self.rescan_due: float | None = None
         self.rescan_limit = 0.0
+
+    def _tracker(self) -> RootTracker:
+        return RootTracker(self.path, self.spec, coalesce=self.config.coalesce,
+                           settle=self.config.settle, synthesize_close=self.polling,
+                           only=self.file_name)
+
+    def watch_file(self, is_file: bool) -> None:
+        """Watch the target as a single file (through its directory) or as a directory."""
+        name = os.path.basename(self.target) if is_file else None
+        if name == self.file_name:
+            return
+        self.file_name = name
+        self.path = os.path.dirname(self.target) if is_file else self.target
+        self.display = _display(self.path)
+        self.tracker = self._tracker()
+
+    @property
+    def recursive(self) -> bool:
+        """Whether subdirectories are watched (never for a single file)."""
+        return self.spec.recursive and self.file_name is None
 
     def rel(self, path: str) -> str | None:
         """The path relative to the root (``""`` for the root), or ``None`` if outside."""
@@ -157,47 +186,9 @@ class _Root:
         return path[len(prefix):] if path.startswith(prefix) else None
 
 
-class _EventLog:
-    """One INFO line per event, up to ``rate`` a second; a summary line for the rest."""
-
-    def __init__(self, log: logging.Logger, rate: int, enabled: bool) -> None:
-        self._log = log
-        self._rate = rate
-        self._enabled = enabled
-        self._window = 0.0
-        self._lines = 0
-        self._skipped: Counter[str] = Counter()
-
-    def record(self, kind: str, text: str, now: float) -> None:
-        if not self._enabled:
-            return
-        if now - self._window >= 1.0:
-            self.summarize(now)
-            self._window = now
-            self._lines = 0
-        if self._lines < self._rate:
-            self._lines += 1
-            self._log.info("%s %s", kind, text)
-        else:
-            self._skipped[kind] += 1
-
-    def next_deadline(self) -> float | None:
-        return self._window + 1.0 if self._skipped else None
-
-    def tick(self, now: float) -> None:
-        if self._skipped and now - self._window >= 1.0:
-            self.summarize(now)
-            self._window = now
-            self._lines = 0
-
-    def summarize(self, now: float) -> None:
-        if not self._skipped:
-            return
-        total = sum(self._skipped.values())
-        detail = ", ".join(f"{k} {n}" for k, n in sorted(self._skipped.items()))
-        self._log.info("... and %d more file events in %.1fs (%s)", total,
-                       max(now - self._window, 1.0), detail)
-        self._skipped.clear()
+def _display(path: str) -> str:
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else path
 
 
 class FileMonitorBackend(Backend):
@@ -213,7 +204,7 @@ class FileMonitorBackend(Backend):
         self._inbox = _Inbox()
         self._observers: dict[str, BaseObserver] = {}
         self._enabled = set(config.events) | {"ready"}
-        self._event_log = _EventLog(self.log, config.log_rate, config.log_events)
+        self._event_log = EventLog(self.log, config.log_rate, config.log_events)
         self._overflow_watch = _OverflowWatch(self._on_overflow)
         self._overflow_lock = threading.Lock()
         self._overflowed = False
@@ -222,6 +213,11 @@ class FileMonitorBackend(Backend):
         self.rescans = 0
         self.errors = 0
         self.dropped = 0
+        self.caught_up = 0
+        self.index: CatchUpIndex | None = None
+        if any(root.spec.catch_up for root in self.roots):
+            self.index = CatchUpIndex(
+                context.data_dir / "file_monitor" / f"{name}.json", self.log)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -232,11 +228,14 @@ class FileMonitorBackend(Backend):
         if not overflow_logger.isEnabledFor(logging.WARNING):
             # A quiet log level must not hide the only overflow signal watchdog gives.
             overflow_logger.setLevel(logging.WARNING)
+        if self.index is not None:
+            self.index.load()
         for root in self.roots:
             if self._try_watch(root):
                 # Walked before ready, so that everything after ready is reported
                 # against the tree as it was then.
                 self._guard(self._load, root)
+        self._save_index(force=True)
 
     def loop(self) -> None:
         """Serve: drain the inbox, fire timers, rescan and retry until stopped."""
@@ -246,12 +245,16 @@ class FileMonitorBackend(Backend):
             for root, generation, event in batch:
                 if generation == root.generation:
                     self._guard(self._handle, root, event)
+            if batch and self.index is not None:
+                self.index.dirty = True
             self._guard(self._housekeep, time.monotonic(), bool(batch))
+            self._save_index()
 
     def on_stop(self) -> None:
         """Report coalesced modifications still pending, then stop every observer."""
         for root in self.roots:
             self._guard(self._publish, root, root.tracker.flush())
+        self._save_index(force=True)
         self._event_log.summarize(time.monotonic())
         for observer in self._observers.values():
             try:
@@ -290,16 +293,20 @@ class FileMonitorBackend(Backend):
 
     def _try_watch(self, root: _Root) -> bool:
         """Schedule a root if it is there (creating it if asked); return whether it is watched."""
-        path = root.path
-        if root.spec.create and not os.path.isdir(path):
+        target = root.target
+        if root.spec.create and not os.path.exists(target):
             try:
-                os.makedirs(path, exist_ok=True)
-                self.log.info("created watched directory %s", root.display)
+                os.makedirs(target, exist_ok=True)
+                self.log.info("created watched directory %s", root.label)
             except OSError as error:
                 return self._missing(root, f"cannot be created: {error.strerror}")
-        if not os.path.isdir(path):
-            what = "is not a directory" if os.path.exists(path) else "does not exist"
-            return self._missing(root, what)
+        if os.path.isdir(target):
+            root.watch_file(False)
+        elif os.path.exists(target):
+            root.watch_file(True)
+        else:
+            return self._missing(root, "does not exist")
+        path = root.path
         kinds = {"auto": ["inotify", "polling"], "inotify": ["inotify"],
                  "polling": ["polling"]}[self.config.observer]
         for kind in kinds:
@@ -307,29 +314,30 @@ class FileMonitorBackend(Backend):
                 observer = self._observer(kind)
                 root.generation += 1
                 handler = _Forward(self._inbox, root, root.generation)
-                root.watch = observer.schedule(handler, path, recursive=root.spec.recursive,
+                root.watch = observer.schedule(handler, path, recursive=root.recursive,
                                                event_filter=self._event_filter(kind))
             except FileNotFoundError:
                 return self._missing(root, "does not exist")
             except OSError as error:
                 hint = (" (raise fs.inotify.max_user_watches or max_user_instances)"
                         if error.errno in (errno.ENOSPC, errno.EMFILE) else "")
-                self.log.warning("cannot watch %s with %s: %s%s", root.display, kind,
+                self.log.warning("cannot watch %s with %s: %s%s", root.label, kind,
                                  error.strerror or error, hint)
                 continue
             root.observer = observer
             root.polling = kind == "polling"
             root.tracker.synthesize_close = root.polling
-            self.log.info("watching %s (%s%s)", root.display, kind,
-                          "" if root.spec.recursive else ", top level only")
+            what = ("file" if root.file_name is not None
+                    else "directory" if root.spec.recursive else "directory, top level only")
+            self.log.info("watching %s (%s, %s)", root.label, what, kind)
             root.problem = None
             return True
         return self._missing(root, "cannot be watched")
 
     def _missing(self, root: _Root, problem: str) -> bool:
         if root.problem != problem:
-            self.log.warning("watched directory %s %s; waiting for it (checking every %gs)",
-                             root.display, problem, self.config.retry_interval)
+            self.log.warning("watched path %s %s; waiting for it (checking every %gs)",
+                             root.label, problem, self.config.retry_interval)
             root.problem = problem
         root.watch = None
         return False
@@ -356,8 +364,8 @@ class FileMonitorBackend(Backend):
     def _root_gone(self, root: _Root, now: float) -> None:
         self._unwatch(root)
         self._publish(root, root.tracker.clear(), now)
-        self.log.warning("watched directory %s was removed; waiting for it to come back",
-                         root.display)
+        self.log.warning("watched %s %s was removed; waiting for it to come back",
+                         "file" if root.file_name is not None else "directory", root.label)
         root.problem = "does not exist"
 
     # -- events ------------------------------------------------------------
@@ -393,7 +401,8 @@ class FileMonitorBackend(Backend):
         if changes:
             self._publish(root, changes, now)
 
-    def _publish(self, root: _Root, changes: list[Change], now: float | None = None) -> None:
+    def _publish(self, root: _Root, changes: list[Change], now: float | None = None,
+                 catch_up: bool = False) -> None:
         when = time.monotonic() if now is None else now
         base = root.path + os.sep
         for change in changes:
@@ -415,7 +424,8 @@ class FileMonitorBackend(Backend):
                 text = f"{root.display}/{change.rel}"
             else:
                 event = _EVENT_CLASSES[change.kind](data=FileEventData(
-                    path=path, root=root.path, relative=change.rel, is_directory=change.is_dir))
+                    path=path, root=root.path, relative=change.rel, is_directory=change.is_dir,
+                    catch_up=catch_up))
                 text = f"{root.display}/{change.rel}" + ("/" if change.is_dir else "")
             try:
                 self.send_event(event)
@@ -491,7 +501,31 @@ class FileMonitorBackend(Backend):
         self._publish(root, changes, now)
 
     def _load(self, root: _Root) -> None:
-        root.tracker.load(root.tracker.scan(), time.monotonic())
+        found = root.tracker.scan()
+        root.tracker.load(found, time.monotonic())
+        if self.index is None or not root.spec.catch_up:
+            return
+        known = self.index.known(root.path)
+        if known is None:
+            self.log.info("catch-up index started for %s (%d paths): what is there now is "
+                          "not reported", root.display, len(found))
+            return
+        changes = missed(known, found, root.tracker.reported)
+        root.tracker.hush([change.rel for change in changes])
+        self.caught_up += len(changes)
+        if changes:
+            self.log.info("%s: %d change(s) while the node was not running", root.display,
+                          len(changes))
+        self._publish(root, changes, catch_up=True)
+
+    def _save_index(self, force: bool = False) -> None:
+        index = self.index
+        if index is None or not (force or index.save_due(time.monotonic())):
+            return
+        for root in self.roots:
+            if root.spec.catch_up and root.watch is not None:
+                index.update(root.path, root.tracker.entries)
+        self._guard(index.save)
 
     def _guard(self, fn: Callable[..., object], *args: Any) -> None:
         try:

@@ -8,12 +8,17 @@ from platybus.messages import Event
 
 
 class FileEventData(msgspec.Struct, frozen=True, kw_only=True):
-    """Where a change happened: the path, its watched root and whether it is a directory."""
+    """Where a change happened: the path, its watched root and whether it is a directory.
+
+    ``catch_up`` is true for a change that happened while the node was not running,
+    reported at start for a root with ``catch_up: true``.
+    """
 
     path: str
     root: str
     relative: str
     is_directory: bool = False
+    catch_up: bool = False
 
 
 class FileMovedData(FileEventData, frozen=True, kw_only=True):

@@ -31,9 +31,11 @@ from platybus.extensions import Backend, NodeContext
 from platybus.messages import ErrorInfo
 from platybus.metrics import PrometheusText
 
+from .access import Identity
 from .api import NodeApi
-from .config import ROUTES, HttpConfig
-from .gate import JSON, Gate, decode_error, headers_for, status_of
+from .config import ROUTES, DeadLetterBody, HttpConfig
+from .gate import IDENTITY, JSON, PUBLIC, Gate, decode_error, headers_for, status_of
+from .guard import ConnectionGuard, GuardedSite
 from .static import ConsoleFiles
 from .streams import DROP_REASONS, StreamRoutes
 
@@ -47,9 +49,11 @@ class HttpBackend(Backend):
         super().__init__(name, config, context)
         self.config: HttpConfig = config
         self.port = config.port
-        self.gate = Gate(config, context)
+        self.gate = Gate(config, context, self.log)
+        self.guard = ConnectionGuard(config.read_timeout, config.max_connections, self.log)
         self._stop_signal: asyncio.Event | None = None
         self.streams = StreamRoutes(self.gate, self.send_event, self.log)
+        self._dlq_body = msgspec.json.Decoder(DeadLetterBody)
         self.api = NodeApi(self.gate)
         self.console = ConsoleFiles(config.console_rows) if config.console else None
 
@@ -70,6 +74,13 @@ class HttpBackend(Backend):
                 aio.run_until_complete(self._serve())
         finally:
             try:
+                # Handlers of connections that closed while the server stopped may
+                # still be pending: end them, as asyncio.run does, before closing.
+                pending = asyncio.all_tasks(aio)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    aio.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 aio.run_until_complete(aio.shutdown_asyncgens())
                 aio.run_until_complete(aio.shutdown_default_executor())
             finally:
@@ -90,9 +101,11 @@ class HttpBackend(Backend):
             self._build_app(), handle_signals=False, shutdown_timeout=1.0,
             access_log=self.log.getChild("access") if self.config.access_log else None,
         )
+        self.gate.open()
         await runner.setup()
+        self.guard.attach(runner.server)
         try:
-            site = web.TCPSite(runner, self.config.host, self.config.port)
+            site = GuardedSite(runner, self.config.host, self.config.port, self.guard)
             try:
                 await site.start()
             except OSError as error:
@@ -110,19 +123,22 @@ class HttpBackend(Backend):
                 self.port = sockets[0].getsockname()[1]
             self.register_service(port=self.port, name="http", properties={"path": "/"})
             self.log.info("http API on http://%s:%d/%s", self.config.host, self.port,
-                          "" if self.gate.token is None else " (token required)")
+                          " (no token: auth: none)" if self.config.auth == "none"
+                          else " (token required)")
             if self.console is not None:
                 self.log.info("console on http://%s:%d/ (sign in with a token: "
                               "platybus console)", self.config.host, self.port)
             self.mark_ready()
             await self._stop_signal.wait()
         finally:
+            self.guard.detach()
             self.streams.close_all()
             self.gate.shut_down()
             await runner.cleanup()
 
     def _build_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_body)
+        app = web.Application(client_max_size=self.config.max_body,
+                              middlewares=[self.guard.middleware])
         app.router.add_post("/execute", self._execute)
         app.router.add_post("/events", self._publish)
         app.router.add_get("/events", self.streams.sse)
@@ -131,6 +147,11 @@ class HttpBackend(Backend):
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/actions", self._actions)
         app.router.add_get("/traces", self._traces)
+        app.router.add_get("/whoami", self._whoami)
+        app.router.add_get("/dlq", self._dlq_list)
+        app.router.add_get("/dlq/{id}", self._dlq_show)
+        app.router.add_post("/dlq/retry", self._dlq_change)
+        app.router.add_post("/dlq/drop", self._dlq_change)
         self.api.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._fallback)
         if self.config.cors:
@@ -141,20 +162,19 @@ class HttpBackend(Backend):
 
     async def _execute(self, request: web.Request) -> web.Response:
         gate = self.gate
-        if gate.token is not None or not gate.node_ready or gate.stopping:
-            denied = gate.denied(request, "/execute")
-            if denied is not None:
-                return denied
+        denied = gate.denied(request, "/execute", needs="execute")
+        if denied is not None:
+            return denied
+        body = await gate.read_body(request, "/execute")
+        if isinstance(body, web.Response):
+            return body
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return gate.too_large("/execute")
-        try:
-            spec = gate.execute_decoder.decode(body)
-        except msgspec.DecodeError as error:
-            return gate.error("/execute", 400, decode_error(error))
-        if not gate.allowed(spec.action):
-            return gate.error("/execute", 403, gate.not_allowed(spec.action))
+            spec = gate.decode(gate.execute_decoder, body)
+        except DecodeError as error:
+            return gate.refuse(request, "/execute", 400, error)
+        refusal = gate.may_execute(request, spec.action)
+        if refusal is not None:
+            return gate.refuse(request, "/execute", 403, refusal)
         try:
             message = gate.request_from(spec)
         except ArgumentError as error:
@@ -175,20 +195,17 @@ class HttpBackend(Backend):
 
     async def _publish(self, request: web.Request) -> web.Response:
         gate = self.gate
-        denied = gate.denied(request, "/events")
+        denied = gate.denied(request, "/events", needs="publish")
         if denied is not None:
             return denied
+        body = await gate.read_body(request, "/events")
+        if isinstance(body, web.Response):
+            return body
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return gate.too_large("/events")
-        try:
-            event = gate.event_from(gate.event_decoder.decode(body))
+            event = gate.event_from(gate.decode(gate.event_decoder, body))
             self.send_event(event)
-        except msgspec.DecodeError as error:
-            return gate.error("/events", 400, decode_error(error))
         except (DecodeError, ArgumentError) as error:
-            return gate.error("/events", 400, error)
+            return gate.refuse(request, "/events", 400, error)
         except PlatybusError as error:
             return gate.error("/events", 503, error)
         return gate.json("/events", 202, gate.encoder.encode(
@@ -197,7 +214,8 @@ class HttpBackend(Backend):
     # -- /health, /metrics, /actions, fallback -----------------------------
 
     async def _health(self, request: web.Request) -> web.Response:
-        denied = self.gate.denied(request, "/health", needs_ready=False)
+        denied = self.gate.denied(request, "/health", needs=self._needs("/health"),
+                                  needs_ready=False)
         if denied is not None:
             return denied
         health = self.context.health()
@@ -206,11 +224,12 @@ class HttpBackend(Backend):
                               headers_for(status))
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        denied = self.gate.denied(request, "/metrics", needs_ready=False)
+        denied = self.gate.denied(request, "/metrics", needs=self._needs("/metrics"),
+                                  needs_ready=False)
         if denied is not None:
             return denied
         self.gate.requests["/metrics", 200] += 1
-        text = self.context.metrics() + self.render_metrics()
+        text = self.context.metrics()  # the node's, with every backend's (this one's too)
         return web.Response(text=text, content_type="text/plain",
                             headers={"X-Content-Type-Options": "nosniff"},
                             charset="utf-8")
@@ -227,6 +246,17 @@ class HttpBackend(Backend):
                    [({"reason": reason}, self.streams.dropped[reason])
                     for reason in DROP_REASONS])
         return out.text()
+
+    def _needs(self, route: str) -> str:
+        # The routes named in the 'public' option are served without a token.
+        return PUBLIC if route in self.gate.public else "read"
+
+    async def _whoami(self, request: web.Request) -> web.Response:
+        denied = self.gate.denied(request, "/whoami", needs_ready=False)
+        if denied is not None:
+            return denied
+        caller: Identity = request[IDENTITY]
+        return self.gate.json("/whoami", 200, self.gate.encoder.encode(caller.describe()))
 
     async def _actions(self, request: web.Request) -> web.Response:
         denied = self.gate.denied(request, "/actions", needs_ready=False)
@@ -257,6 +287,57 @@ class HttpBackend(Backend):
             return self.gate.error("/traces", 400, error)
         return self.gate.json("/traces", 200, self.gate.encoder.encode(traces))
 
+    # -- /dlq: the redis backend's dead-letter stream ------------------------
+
+    async def _dlq_list(self, request: web.Request) -> web.Response:
+        try:
+            last = int(request.query.get("last", "20"))
+        except ValueError:
+            return self.gate.error("/dlq", 400, ArgumentError(
+                f"last must be an integer, got {request.query.get('last')!r}"))
+        return await self._dlq_call(request, "dlq.list", {"last": last})
+
+    async def _dlq_show(self, request: web.Request) -> web.Response:
+        return await self._dlq_call(request, "dlq.show", {"id": request.match_info["id"]})
+
+    async def _dlq_change(self, request: web.Request) -> web.Response:
+        denied = self.gate.denied(request, "/dlq", needs_ready=False, needs="admin")
+        if denied is not None:
+            return denied
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self.gate.too_large("/dlq")
+        try:
+            spec = self._dlq_body.decode(body or b"{}")
+        except msgspec.DecodeError as error:
+            return self.gate.error("/dlq", 400, decode_error(error))
+        action = "dlq.retry" if request.path.endswith("/retry") else "dlq.drop"
+        return await self._dlq_call(request, action, {"ids": spec.ids, "all": spec.all},
+                                    checked=True)
+
+    async def _dlq_call(self, request: web.Request, action: str, args: dict[str, Any],
+                        checked: bool = False) -> web.Response:
+        gate = self.gate
+        if not checked:
+            denied = gate.denied(request, "/dlq", needs_ready=False, needs="admin")
+            if denied is not None:
+                return denied
+        if action not in self.context.actions:
+            return gate.error("/dlq", 404, ErrorInfo(
+                type="NotFound", message="this node has no redis backend, so no dead letters"))
+        loop = asyncio.get_running_loop()
+        try:
+            # Redis calls: off the event loop.
+            result = await loop.run_in_executor(None, self.context.actions.call, action, args)
+        except ArgumentError as error:
+            status = 404 if "missing" in error.details else 400
+            return gate.error("/dlq", status, error)
+        except PlatybusError as error:
+            return gate.error("/dlq", error.http_status if error.http_status != 500 else 502,
+                              error)
+        return gate.json("/dlq", 200, gate.encoder.encode(result))
+
     async def _fallback(self, request: web.Request) -> web.Response:
         path = request.path
         if self.console is not None and request.method in ("GET", "HEAD"):
@@ -270,7 +351,8 @@ class HttpBackend(Backend):
             return web.Response(status=204)
         if path in ROUTES:
             allowed = {"/execute": "POST", "/events": "GET, POST", "/explain": "POST",
-                       "/variables": "GET, POST", "/outbox": "GET, POST"}.get(path, "GET")
+                       "/variables": "GET, POST", "/outbox": "GET, POST",
+                       "/dlq/retry": "POST", "/dlq/drop": "POST"}.get(path, "GET")
             response = self.gate.error("other", 405, ErrorInfo(
                 type="MethodNotAllowed", message=f"{request.method} {path}: use {allowed}"))
             response.headers["Allow"] = allowed

@@ -15,39 +15,47 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import fnmatch
-import hmac
-import re
+import logging
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from platybus.codec import Data
+from platybus.credentials import load_or_create_token, token_path
 from platybus.errors import (
+    AccessDenied,
     ActionNotAllowed,
     ArgumentError,
     DecodeError,
+    NodeError,
     NodeNotReady,
     PlatybusError,
+    ScopeMissing,
     http_status_for,
 )
 from platybus.extensions import NodeContext
 from platybus.messages import ErrorInfo, Event, Request, Response
 
+from .access import ANONYMOUS, JSON, PUBLIC, Access, Identity, compile_globs
 from .config import EventBody, ExecuteBody, HttpConfig, InboundKind
 
-JSON = "application/json"
+__all__ = ["IDENTITY", "JSON", "PUBLIC", "Gate"]
+
+# Where the gate keeps the caller's Identity on an aiohttp request.
+IDENTITY = web.RequestKey("platybus_identity", Identity)
 
 
 class Gate:
     """Auth, readiness, error bodies, counters and bus submission for one http backend."""
 
-    def __init__(self, config: HttpConfig, context: NodeContext) -> None:
+    def __init__(self, config: HttpConfig, context: NodeContext,
+                 log: logging.Logger | None = None) -> None:
         self.config = config
         self.context = context
-        self.token = config.token.encode() if config.token is not None else None
+        self.log = log if log is not None else logging.getLogger("platybus.backends.http")
+        self.access = Access(config)
         self.allow = compile_globs(config.allow)
         self.public = frozenset(config.public)
         self.node_ready = False
@@ -74,25 +82,48 @@ class Gate:
         self.node_ready = bool(self.context.health().get("ready"))
         return self.node_ready
 
-    def authorized(self, request: web.Request, route: str) -> bool:
-        """Whether the request carries the token, or the route is public."""
-        if self.token is None or route in self.public:
-            return True
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            value.strip().encode(), self.token)
+    def open(self) -> None:
+        """Settle the tokens before serving: the config's, else the one kept in the data dir."""
+        if self.config.auth == "none":
+            self.log.warning(
+                "http: auth: none: the API has no token; only programs on this machine "
+                "(and no proxy) can call it, and so can any of them, with every scope")
+            return
+        token = self.config.token
+        if token is None:
+            try:
+                token = load_or_create_token(self.context.data_dir)
+            except (OSError, ValueError) as error:
+                raise NodeError(f"http: cannot read or create the API token in "
+                                f"{token_path(self.context.data_dir)}: {error}") from None
+        self.access.set_tokens(token)
 
-    def denied(self, request: web.Request, route: str,
-               needs_ready: bool = True, needs: str = "read") -> web.Response | None:
-        """Return the refusal of a request that may not pass, else ``None``."""
-        # ``needs`` names the scope a route asks for (read, publish, execute, admin); with
-        # the one configured token every scope is granted, so it is not consulted yet.
-        if not self.authorized(request, route):
-            return self.error(route, 401, ErrorInfo(
-                type="Unauthorized", message="missing or invalid bearer token"))
+    def denied(self, request: web.Request, route: str, needs: str = "read",
+               needs_ready: bool = True) -> web.Response | None:
+        """Return the refusal of a request that may not pass, else ``None``.
+
+        ``needs`` is the scope the route needs (``read``, ``publish``, ``execute``,
+        ``admin``), or :data:`PUBLIC` for a route served without a token (``/health``,
+        the console's static files): every request, public or not, passes the Host,
+        Origin, Sec-Fetch-Site and Content-Type checks. The caller's identity is kept
+        in ``request[IDENTITY]``.
+        """
+        caller = self.access.check(request, needs)
+        if isinstance(caller, AccessDenied):
+            return self.refuse(request, route, caller.http_status, caller)
+        request[IDENTITY] = caller
         if needs_ready and not self.ready():
             return self.error(route, 503, NodeNotReady(
                 "the node is starting or stopping; retry shortly"))
+        return None
+
+    def may_execute(self, request: web.Request, action: str) -> PlatybusError | None:
+        """The error refusing ``action`` to this request's caller (``allow``, scope), or None."""
+        if not self.allowed(action):
+            return self.not_allowed(action)
+        caller: Identity = request.get(IDENTITY, ANONYMOUS)
+        if not caller.may_execute(action):
+            return scope_refusal(caller, action)
         return None
 
     def allowed(self, action: str) -> bool:
@@ -124,6 +155,32 @@ class Gate:
             body = self.encoder.encode({"error": info})
         return self.json(route, status, body, headers_for(status))
 
+    def refuse(self, request: web.Request, route: str, status: int,
+               error: BaseException | ErrorInfo) -> web.Response:
+        """Answer a client's mistake, and log it as one line naming the peer and the reason."""
+        info = error if isinstance(error, ErrorInfo) else ErrorInfo.from_exception(error)
+        self.log.warning("http %s %s from %s refused (%d %s): %s", request.method, route,
+                         self.access.peer(request), status, info.type, info.message)
+        return self.error(route, status, info)
+
+    async def read_body(self, request: web.Request, route: str) -> bytes | web.Response:
+        """Read a request's body, or return the answer to one that cannot be read."""
+        try:
+            return await asyncio.wait_for(request.read(), self.config.read_timeout)
+        except web.HTTPRequestEntityTooLarge:
+            return self.too_large(route)
+        except TimeoutError:
+            return self.refuse(request, route, 408, ErrorInfo(
+                type="BodyTimeout",
+                message=f"the body did not arrive within read_timeout "
+                        f"({self.config.read_timeout:g}s)"))
+        except (ConnectionError, asyncio.CancelledError) as error:
+            if isinstance(error, asyncio.CancelledError) and not _gone(request):
+                raise
+            # The client went away mid-body: its mistake, not the server's.
+            return self.refuse(request, route, 400, ErrorInfo(
+                type="IncompleteBody", message="the client closed the connection mid-body"))
+
     def too_large(self, route: str) -> web.Response:
         """The answer to a body over ``max_body``."""
         return self.error(route, 413, ErrorInfo(
@@ -136,6 +193,10 @@ class Gate:
                         error=ErrorInfo.from_exception(error))
 
     # -- bodies to messages --------------------------------------------------
+
+    def decode(self, decoder: msgspec.json.Decoder[Any], raw: Data) -> Any:
+        """Decode a body or frame within the codec's size and depth limits, or raise DecodeError."""
+        return self.context.codec.decode_json(raw, decoder)
 
     def request_from(self, spec: ExecuteBody) -> Request:
         """Build the request an /execute body (or websocket frame) asks for."""
@@ -205,12 +266,15 @@ def status_of(response: Response) -> int:
     return 200 if response.error is None else http_status_for(response.error.type)
 
 
-def compile_globs(patterns: list[str]) -> Callable[[str], Any] | None:
-    """Return a matcher of action names, or ``None`` when every action is allowed."""
-    if "*" in patterns:
-        return None
-    regex = re.compile("|".join(fnmatch.translate(p) for p in patterns) or r"(?!)")
-    return regex.fullmatch
+def scope_refusal(caller: Identity, action: str) -> ScopeMissing:
+    """The error of an action outside the caller's scope."""
+    if caller.scope == "execute":
+        may = ", ".join(caller.execute)
+        return ScopeMissing(f"token {caller.name!r} may execute only {may}; not {action!r}",
+                            needed=f"execute:{action}", token=caller.name, action=action)
+    return ScopeMissing(f"running {action!r} needs the 'execute' scope; token {caller.name!r} "
+                        f"has {caller.scope!r}", needed="execute", token=caller.name,
+                        action=action)
 
 
 def headers_for(status: int) -> dict[str, str] | None:
@@ -220,6 +284,13 @@ def headers_for(status: int) -> dict[str, str] | None:
     if status == 503:
         return {"Retry-After": "1"}
     return None
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 
 
 def decode_error(error: msgspec.DecodeError) -> DecodeError:

@@ -19,7 +19,6 @@ import re
 from collections import deque
 from typing import TYPE_CHECKING
 
-import msgspec
 from aiohttp import WSMsgType, web
 
 from platybus.errors import (
@@ -27,12 +26,14 @@ from platybus.errors import (
     DecodeError,
     NodeNotReady,
     PlatybusError,
+    ScopeMissing,
     SelectorError,
 )
 from platybus.expr import Selector, parse_selector
 from platybus.messages import Event, Message
 
-from .gate import Gate, decode_error
+from .access import Identity
+from .gate import IDENTITY, Gate
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -247,7 +248,7 @@ class StreamRoutes:
         try:
             client.subscribe()
             await ws.prepare(request)
-            reader = asyncio.create_task(self._read_websocket(ws, client))
+            reader = asyncio.create_task(self._read_websocket(ws, client, request))
             encode = self.gate.context.codec.encode
             while True:
                 batch = await client.next_batch(3600.0)
@@ -266,40 +267,49 @@ class StreamRoutes:
                 await ws.close()
         return ws
 
-    async def _read_websocket(self, ws: web.WebSocketResponse, client: StreamClient) -> None:
+    async def _read_websocket(self, ws: web.WebSocketResponse, client: StreamClient,
+                              request: web.Request) -> None:
         """Publish events and run requests that a websocket client sends."""
         try:
             async for frame in ws:
                 if frame.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     continue
-                reply = await self._inbound(frame.data)
+                reply = await self._inbound(frame.data, request)
                 if reply is not None:
                     client.put(reply)
         finally:
             client.close()
 
-    async def _inbound(self, data: str | bytes) -> Message | None:
+    async def _inbound(self, data: str | bytes, upgrade: web.Request) -> Message | None:
         gate = self.gate
-        raw = data.encode() if isinstance(data, str) else data
         try:
-            kind = gate.kind_decoder.decode(raw).kind
+            raw = gate.context.codec.bounded(data)
+            kind = gate.decode(gate.kind_decoder, raw).kind
+            caller: Identity = upgrade[IDENTITY]
             if kind == "event":
+                if not caller.covers("publish"):
+                    raise ScopeMissing(f"publishing needs the 'publish' scope; token "
+                                       f"{caller.name!r} has {caller.scope!r}",
+                                       needed="publish", token=caller.name)
                 if not gate.ready():
                     raise NodeNotReady("the node is starting or stopping; retry shortly")
-                self.send_event(gate.event_from(gate.event_decoder.decode(raw)))
+                self.send_event(gate.event_from(gate.decode(gate.event_decoder, raw)))
                 return None
             if kind != "request":
                 raise DecodeError(f"expected a message of kind 'event' or 'request', got {kind!r}")
-            request = gate.request_from(gate.execute_decoder.decode(raw))
-        except msgspec.DecodeError as error:
-            return gate.error_response(decode_error(error))
+            request = gate.request_from(gate.decode(gate.execute_decoder, raw))
         except PlatybusError as error:
+            if isinstance(error, DecodeError):
+                # A bad frame is answered with an error frame; the connection stays open.
+                self.log.warning("http websocket frame from %s refused: %s",
+                                 gate.access.peer(upgrade), error)
             return gate.error_response(error)
         if not gate.ready():
             return gate.error_response(NodeNotReady("the node is starting; retry shortly"),
                                        request.id)
-        if not gate.allowed(request.action):
-            return gate.error_response(gate.not_allowed(request.action), request.id)
+        refusal = gate.may_execute(upgrade, request.action)
+        if refusal is not None:
+            return gate.error_response(refusal, request.id)
         return await gate.submit(request)
 
     def _end_stream(self, client: StreamClient) -> None:

@@ -6,18 +6,23 @@ It uses ``http.client`` only, so commands that talk to a node start fast. See
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from platybus.credentials import read_secret, token_path
 from platybus.errors import LinkError, RemoteError
 from platybus.messages import Response
+
+if TYPE_CHECKING:
+    from platybus.config import Config
 
 DEFAULT_URL = "http://127.0.0.1:8008"
 URL_ENV = "PLATYBUS_URL"
@@ -109,6 +114,20 @@ class RemoteNode:
         except ValueError:
             raise _error_of(status, body) from None
 
+    def get_ok(self, path: str) -> Any:
+        """GET a JSON route; return its decoded body, or raise RemoteError unless 200."""
+        status, body = self._call("GET", path)
+        if status != 200:
+            raise _error_of(status, body)
+        return json.loads(body)
+
+    def post_ok(self, path: str, payload: Any) -> Any:
+        """POST JSON to a route; return its decoded body, or raise RemoteError unless 200."""
+        status, body = self._call("POST", path, payload)
+        if status != 200:
+            raise _error_of(status, body)
+        return json.loads(body)
+
     def stream(self, selector: str = "") -> Iterator[StreamItem]:
         """Follow ``GET /events`` and yield each frame until the node closes the stream."""
         query = f"?{urllib.parse.urlencode({'filter': selector})}" if selector else ""
@@ -152,6 +171,20 @@ def _error_of(status: int, body: bytes) -> RemoteError:
     except (msgspec.DecodeError, AttributeError):
         type_, message = "HTTPError", body[:200].decode("utf-8", "replace")
     return RemoteError(f"HTTP {status}: {type_}: {message}", status=status, type=type_)
+
+
+def http_options_of(config: Config) -> dict[str, Any] | None:
+    """A config's ``backends.http`` options, with the token the node keeps if none is given."""
+    http = config.backends.get("http")
+    if http is None:
+        return None
+    options = dict(http.options)
+    if options.get("token") is None and options.get("auth") != "none":
+        path = token_path(config.data_dir)
+        if path.is_file():
+            with contextlib.suppress(ValueError):
+                options["token"] = read_secret(path)
+    return options
 
 
 def resolve(url: str | None, token: str | None, http_options: dict[str, Any] | None

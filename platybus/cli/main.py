@@ -26,6 +26,7 @@ from platybus.cli.common import (
     print_json,
 )
 from platybus.cli.console import add_commands as add_console_commands
+from platybus.cli.dlq import add_commands as add_dlq_commands
 from platybus.cli.notify import add_commands as add_notify_commands
 from platybus.cli.ops import add_commands as add_ops_commands
 from platybus.config import load_config
@@ -180,8 +181,24 @@ def _http_options(args: argparse.Namespace) -> dict[str, Any] | None:
             raise
         print(f"platybus: ignoring {DEFAULT_CONFIG}: {error}", file=sys.stderr)
         return None
+    from platybus.cli.http_client import http_options_of
+
+    return http_options_of(config)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print the token of the node's HTTP API (creating it, as the node would, if none yet)."""
+    from platybus.credentials import load_or_create_token
+
+    config = load_config(args.config)
     http = config.backends.get("http")
-    return dict(http.options) if http is not None else None
+    if http is None:
+        raise ArgumentError(f"{config.file}: the config has no http backend, so no token")
+    if http.options.get("auth") == "none":
+        raise ArgumentError(f"{config.file}: backends.http has auth: none, so no token")
+    token = http.options.get("token")
+    print(token if token is not None else load_or_create_token(config.data_dir))
+    return 0
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -429,7 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("event", help="a JSON file with the event ({type, data}), or - for stdin")
     p.add_argument("--json", action="store_true", help="print JSON")
     add("version", cmd_version, "print the version", config=False)
+    add("token", cmd_token, "print the HTTP API's bearer token (the config's, else the one "
+                            "kept in the data dir)")
     add_notify_commands(add, load)
+    add_dlq_commands(add, load, _remote, _link_settings)
     add_console_commands(add, load)
     add_ops_commands(add, load)
     for add_commands in _command_groups():
@@ -451,7 +471,8 @@ def _command_groups() -> list[Callable[[Add, Load], None]]:
 def _add_remote_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", help="a running node's HTTP API (default: $PLATYBUS_URL, else the "
                                  "config's backends.http, else http://127.0.0.1:8008)")
-    p.add_argument("--token", help="bearer token (default: $PLATYBUS_TOKEN, else the config's)")
+    p.add_argument("--token", help="bearer token (default: $PLATYBUS_TOKEN, else the config's, "
+                                   "else the one the node keeps in its data dir)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

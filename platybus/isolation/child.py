@@ -51,6 +51,7 @@ class WorkerInit(msgspec.Struct):
     search_path: list[str]
     event_types: list[str]
     max_size: int
+    max_depth: int = 64
 
 
 def resolve_ref(ref: str) -> Any:
@@ -80,7 +81,7 @@ def worker_main(fd: int) -> None:
             types.register(resolve_ref(ref))
         except Exception as error:  # an unknown type decodes as a generic event instead
             log.debug("worker cannot import event type %s: %s", ref, error)
-    codec = Codec(types, settings.max_size)
+    codec = Codec(types, settings.max_size, settings.max_depth)
     functions: dict[str, Callable[[Any, Any], Any]] = {}
     decoder = msgspec.msgpack.Decoder(TaskFrame)
     encoder = msgspec.msgpack.Encoder()

@@ -4,5 +4,6 @@
 - :mod:`~platybus.link.inbound`: what a node accepts from the link (policy).
 - :mod:`~platybus.link.stream_link`: the reader and writer threads that do the I/O.
 - :mod:`~platybus.link.outgoing`: what waits for the writer (bounded, with a drop policy).
+- :mod:`~platybus.link.dead_letter`: the dead-letter stream (moving entries aside; dlq).
 - :mod:`~platybus.link.loopback`: an in-memory transport for tests and embedded use.
 """

@@ -30,15 +30,17 @@ from typing import Literal
 
 import msgspec
 
-from platybus.codec import Codec
+from platybus.codec import Codec, nesting_depth_over
 from platybus.errors import DecodeError
 from platybus.messages import Event, Message, Request
 
 __all__ = [
     "PROTOCOL",
+    "DeadLetterData",
     "DedupWindow",
     "Envelope",
     "LinkConfig",
+    "LinkDeadLetter",
     "LinkDown",
     "LinkEventData",
     "LinkUp",
@@ -73,6 +75,8 @@ class LinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     reconnect_max: float = 5.0
     dedup_window: int = 100_000
     request_expiry: float = 30.0
+    max_deliveries: int = 5
+    dead_maxlen: int = 10_000
 
     def __post_init__(self) -> None:
         if not self.url.startswith(_SCHEMES):
@@ -83,7 +87,7 @@ class LinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
         if self.secret is not None and len(self.secret) < 16:
             raise ValueError("secret must be at least 16 characters")
         for name in ("events_maxlen", "inbox_maxlen", "buffer_size", "read_count",
-                     "entry_messages", "dedup_window"):
+                     "entry_messages", "dedup_window", "max_deliveries", "dead_maxlen"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("block", "connect_timeout", "reconnect_min", "reconnect_max",
@@ -117,6 +121,10 @@ class StreamKeys:
         """Return the inbox stream of a node or client."""
         return f"{self.prefix}:node:{node_id}"
 
+    def dead(self, node_id: str) -> str:
+        """Return the dead-letter stream of a node or client."""
+        return f"{self.prefix}:dead:{node_id}"
+
     def stream_for(self, message: Message) -> str:
         """Return the stream a message leaves through: an inbox, or the event stream."""
         target = message.target
@@ -146,6 +154,25 @@ class LinkUp(Event, tag="event", kw_only=True, frozen=True):
 
     type: str = "node.link.up"
     data: LinkEventData
+
+
+class DeadLetterData(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Data of ``node.link.dead_letter``: which entry was set aside, where, and why."""
+
+    node_id: str
+    stream: str
+    entry_id: str
+    dead_id: str
+    reason: str
+    deliveries: int = 0
+    origin: str = ""
+
+
+class LinkDeadLetter(Event, tag="event", kw_only=True, frozen=True):
+    """An entry that could not be handled was moved to the node's dead-letter stream."""
+
+    type: str = "node.link.dead_letter"
+    data: DeadLetterData
 
 
 class Rejected(Exception):
@@ -213,9 +240,13 @@ class Envelope:
                 raise Rejected("unsigned", f"unsigned entry from {origin!r}")
             if not hmac.compare_digest(signature, self._mac(stream.encode(), origin, payload)):
                 raise Rejected("bad_signature", f"entry from {origin!r} has a wrong signature")
+        # The entry's list adds one level to its messages' depth.
+        if nesting_depth_over(payload, self.codec.max_depth + 1):
+            raise Rejected("malformed", f"entry from {origin!r}: JSON nested deeper than "
+                           f"the maximum of {self.codec.max_depth} levels")
         try:
             return _raw_list.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as error:
             raise Rejected("malformed", f"entry from {origin!r}: malformed JSON: {error}") \
                 from None
 

@@ -32,6 +32,7 @@ from platybus.bus import Bus, Subscription
 from platybus.codec import Codec
 from platybus.errors import DecodeError, LinkError, PlatybusError, QueueFullError
 from platybus.expr import Selector, parse_selector
+from platybus.link.dead_letter import DeadLetterWriter
 from platybus.link.inbound import Inbound, LinkStats, Throttle
 from platybus.link.outgoing import Outgoing
 from platybus.link.protocol import (
@@ -77,6 +78,8 @@ class StreamLink:
         self.inbound = Inbound(node_id, self.keys, self.envelope, config,
                                accept or parse_selector("*"), self.stats, self._throttle)
         self.dedup = self.inbound.dedup
+        self.dead_letters = DeadLetterWriter(node_id, self.keys, config, self.stats,
+                                             self._announce)
         self.url = mask_url(config.url)
         self.state: State = "stopped"
         self.last_error = ""
@@ -113,6 +116,7 @@ class StreamLink:
         self._connected.clear()
         self._buffer.open()
         self.state = "connecting"
+        self.down_since = 0.0  # an earlier start's outage is not this start's
         self._rclient = self._client(self.config.block + self.config.connect_timeout, True)
         self._wclient = self._client(self.config.connect_timeout, False)
         bus.attach_transport(self)
@@ -208,11 +212,11 @@ class StreamLink:
         self._buffer.wake()
 
     def forget(self) -> None:
-        """Remove this id's group on the event stream and its inbox (for throwaway ids)."""
+        """Remove this id's event-stream group, inbox and dead letters (for throwaway ids)."""
         client = self._client(min(1.0, self.config.connect_timeout), False)
         try:
             client.xgroup_destroy(self.keys.events, self.node_id)
-            client.delete(self.inbox)
+            client.delete(self.inbox, self.keys.dead(self.node_id))
         except (*_NETWORK_ERRORS, redis.ResponseError) as error:
             log.info("could not remove the streams of %s: %s", self.node_id, error)
         finally:
@@ -319,6 +323,10 @@ class StreamLink:
     def _fan_out(self, event: Event) -> None:
         origin = event.origin
         if origin is not None and origin != self.node_id:
+            return
+        if isinstance(event, LinkDown) and event.data.node_id == self.node_id:
+            # Its own outage cannot reach Redis; buffered and sent once the link is back, it
+            # would announce a past outage as if new. node.link.up (down_for) tells instead.
             return
         target = event.target
         if target == "*" or (target is None and self.outgoing.matches(event)):
@@ -447,6 +455,7 @@ class StreamLink:
     def _reclaim(self, stream: str) -> None:
         client = self._rclient
         assert client is not None
+        self.dead_letters.bury_redelivered(client, stream)
         cursor: bytes | str = "0-0"
         for _ in range(100_000):
             reply = client.xautoclaim(stream, self.node_id, self.node_id, 0, cursor,
@@ -473,9 +482,12 @@ class StreamLink:
 
     def _handle(self, stream: str, entries: list[Any]) -> None:
         redis_now = time.time() * 1000 + self._clock_offset_ms
-        messages, ack = self.inbound.sort(stream, entries, redis_now)
-        if ack:
-            self._last_ids[stream] = ack[-1]
+        messages, ack, failed = self.inbound.sort(stream, entries, redis_now)
+        if entries and entries[-1][0] is not None:
+            self._last_ids[stream] = entries[-1][0]
+        if failed:
+            assert self._rclient is not None
+            self.dead_letters.bury(self._rclient, stream, failed)
         self._deliver(stream, messages, ack)
 
     def _deliver(self, stream: str, messages: list[Message], ack: list[bytes]) -> None:
@@ -518,7 +530,10 @@ class StreamLink:
                 if self._stop.wait(delay):
                     return False, None
                 delay = min(delay * 2, 0.5)
-            except PlatybusError as error:
+            except Exception as error:
+                # Left pending: read again after the next (re)connection, and set aside
+                # once it has been delivered max_deliveries times.
+                self.inbound.count_rejection("undeliverable")
                 log.warning("bus refused %s %s from %s: %s", message.kind, message.id,
                             message.origin, error)
                 return False, None

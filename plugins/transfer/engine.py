@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import posixpath
+import re
 import secrets
 import threading
 import time
@@ -48,7 +49,9 @@ class TransferNotReady(TransferError):
 
 
 class TransferBusy(TransferError):
-    """The job is already running, in this process or another."""
+    """The job is already running, in this process or another: nothing to do (not a failure)."""
+
+    exit_code = 0
 
 
 class UnknownJob(TransferError):
@@ -229,11 +232,51 @@ class TransferFinished(Event, tag="event", frozen=True, kw_only=True):
 
 @dataclass(frozen=True)
 class Entry:
-    """A file found by listing: its path relative to the root, size and mtime."""
+    """A file found by listing: its path relative to the root, size and mtime.
+
+    ``refused`` says why a name from the listing may not be used (see :func:`unsafe_name`).
+    """
 
     path: str
     size: int
     mtime: float
+    refused: str | None = None
+
+
+_DRIVE = re.compile(r"[A-Za-z]:")
+
+
+def unsafe_name(name: str) -> str | None:
+    """Why one name from a listing may not become a file name, or ``None`` when it may.
+
+    A name is one path component: no ``/`` or ``\\``, not ``.`` or ``..``, no NUL or
+    other control character, no drive letter. A hostile server chooses its names.
+    """
+    if not name:
+        return "an empty name"
+    if "\0" in name:
+        return "a NUL character in the name"
+    if name in (".", ".."):
+        return f"the name {name!r}"
+    if "/" in name or "\\" in name:
+        return "a path separator in the name" + (" (an absolute path)"
+                                                 if name[0] in "/\\" else "")
+    if _DRIVE.match(name):
+        return "a drive letter in the name"
+    if any(ord(c) < 32 for c in name):
+        return "a control character in the name"
+    return None
+
+
+def unsafe_path(rel: str) -> str | None:
+    """Why a relative path (names joined by ``/``) may not be written, or ``None``."""
+    if rel.startswith("/"):
+        return "an absolute path"
+    for part in rel.split("/"):
+        reason = unsafe_name(part)
+        if reason is not None:
+            return reason
+    return None
 
 
 class Reader(Protocol):
@@ -394,6 +437,12 @@ class _Run:
                           for rel, text in sorted(problems))
         for entry in chosen:
             self.check_cancel()
+            reason = entry.refused or unsafe_path(entry.path)
+            if reason is not None:
+                # Nothing is read or written for a name that could leave the target root.
+                self.files.append(FileResult(entry.path, TARGET_ERROR,
+                                             error=f"refused: {reason}"))
+                continue
             self.files.append(await self.copy(entry))
         if job.ready_file and job.delete_source and self.result().status == "ok":
             try:

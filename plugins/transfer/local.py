@@ -103,6 +103,7 @@ class LocalEndpoint:
         """Create the temporary file beside ``rel``; the root itself must exist."""
         final = self.root / rel
         directory = self.root
+        root = self.root.resolve()
         try:
             for part in Path(rel).parent.parts:
                 directory = directory / part
@@ -111,11 +112,23 @@ class LocalEndpoint:
                 except FileExistsError:
                     if not directory.is_dir():
                         raise FileFailure(f"not a directory: {directory}") from None
+                # A symlink on the way may lead out of the root: check before going on.
+                self._confine(directory, root, rel)
+            self._confine(final.parent, root, rel)
+            if final.is_symlink():
+                self._confine(final, root, rel)
             temp = final.parent / temp_name(final.name)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         except OSError as error:
             raise FileFailure(str(error)) from None
         return _LocalWriter(os.fdopen(fd, "wb"), temp, final, self.fsync)
+
+    @staticmethod
+    def _confine(path: Path, root: Path, rel: str) -> None:
+        resolved = path.resolve()
+        if resolved != root and root not in resolved.parents:
+            raise FileFailure(f"refused: {rel} resolves outside the target root "
+                              f"(to {resolved}, through a symlink)")
 
     async def remove(self, rel: str) -> None:
         """Delete a file."""

@@ -24,6 +24,7 @@ from .engine import (
     TransferFailed,
     Writer,
     temp_name,
+    unsafe_name,
 )
 
 log = logging.getLogger("platybus.plugins.transfer")
@@ -145,6 +146,11 @@ class SftpEndpoint:
                 if filename in (".", ".."):
                     continue
                 rel = f"{prefix}{filename}"
+                refused = unsafe_name(filename)
+                if refused is not None:
+                    # The server's own choice of name: never followed, never joined.
+                    entries.append(Entry(rel, 0, 0.0, refused=refused))
+                    continue
                 attrs = name.attrs
                 try:
                     if attrs.type == _SYMLINK:

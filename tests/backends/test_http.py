@@ -68,6 +68,10 @@ class Gated(Backend):
 '''
 
 
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def write_config(tmp_path: Path, http: dict[str, Any] | None = None,
                  backends: dict[str, Any] | None = None,
                  bus: dict[str, Any] | None = None) -> Path:
@@ -76,7 +80,7 @@ def write_config(tmp_path: Path, http: dict[str, Any] | None = None,
         "node": {"id": "web", "data_dir": str(tmp_path / "data"),
                  "extensions_path": [str(tmp_path)], "stop_timeout": 3},
         "plugins": {"tools": {"class": "testext:Tools"}},
-        "backends": {"http": {"port": 0, **(http or {})}, **(backends or {})},
+        "backends": {"http": {"port": 0, "token": TOKEN, **(http or {})}, **(backends or {})},
     }
     if bus:
         config["node"]["bus"] = bus
@@ -107,12 +111,16 @@ def port_of(node: Node) -> int:
 
 
 def call(port: int, method: str, path: str, body: Any = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
-    """One request with http.client; JSON bodies come back decoded."""
+         headers: dict[str, str] | None = None,
+         auth: bool = True) -> tuple[int, dict[str, str], Any]:
+    """One request with http.client (with the token and a JSON body); JSON answers decoded."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        conn.request(method, path, body=data, headers=headers or {})
+        sent = {**(AUTH if auth else {}),
+                **({"Content-Type": "application/json"} if data is not None else {}),
+                **(headers or {})}
+        conn.request(method, path, body=data, headers=sent)
         reply = conn.getresponse()
         raw = reply.read()
         kind = reply.getheader("Content-Type", "")
@@ -210,29 +218,43 @@ def test_allow_list_refuses_other_actions_with_403(start_node: Callable[..., Nod
 def test_token_is_checked_on_every_route_but_health(start_node: Callable[..., Node]) -> None:
     port = port_of(start_node(token="s3cret"))
     ping = {"action": "node.ping"}
-    status, headers, body = call(port, "POST", "/execute", ping)
+    status, headers, body = call(port, "POST", "/execute", ping, auth=False)
     assert status == 401
     assert headers["WWW-Authenticate"].startswith("Bearer")
     assert body["error"]["type"] == "Unauthorized"
     assert call(port, "POST", "/execute", ping, {"Authorization": "Bearer wrong"})[0] == 401
     assert call(port, "POST", "/execute", ping, {"Authorization": "Basic s3cret"})[0] == 401
     assert call(port, "POST", "/execute", ping, {"Authorization": "Bearer s3cret"})[0] == 200
-    assert call(port, "GET", "/metrics")[0] == 401
-    assert call(port, "GET", "/events")[0] == 401
-    assert call(port, "GET", "/health")[0] == 200
+    for route in ("/metrics", "/events", "/actions", "/traces", "/whoami"):
+        assert call(port, "GET", route, auth=False)[0] == 401, route
+    assert call(port, "GET", "/health", auth=False)[0] == 200
 
 
-def test_loopback_bind_needs_no_token(start_node: Callable[..., Node]) -> None:
-    port = port_of(start_node(host="localhost"))
-    assert call(port, "POST", "/execute", {"action": "node.ping"})[0] == 200
+def test_without_a_token_in_the_config_the_node_generates_one(
+        start_node: Callable[..., Node], tmp_path: Path) -> None:
+    port = port_of(start_node(token=None))
+    token_file = tmp_path / "data" / "http.token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
+    assert len(token) >= 32
+    ping = {"action": "node.ping"}
+    assert call(port, "POST", "/execute", ping, auth=False)[0] == 401
+    assert call(port, "POST", "/execute", ping, {"Authorization": f"Bearer {token}"})[0] == 200
 
 
-def test_non_loopback_bind_without_token_is_refused_before_start(tmp_path: Path) -> None:
-    path = write_config(tmp_path, {"host": "0.0.0.0"})
+def test_auth_none_serves_this_machine_without_a_token(
+        start_node: Callable[..., Node], caplog: pytest.LogCaptureFixture) -> None:
+    port = port_of(start_node(host="localhost", auth="none", token=None))
+    assert call(port, "POST", "/execute", {"action": "node.ping"}, auth=False)[0] == 200
+    assert "auth: none" in caplog.text  # warned at start
+
+
+def test_auth_none_on_a_non_loopback_bind_is_refused_before_start(tmp_path: Path) -> None:
+    path = write_config(tmp_path, {"host": "0.0.0.0", "auth": "none", "token": None})
     with pytest.raises(ConfigError) as info:
         Node(load_config(path))
     assert info.value.key == "backends.http"
-    assert "token is required" in str(info.value)
+    assert "auth: none is only allowed on a loopback address" in str(info.value)
     assert "config.yaml" in str(info.value)
 
 
@@ -313,7 +335,8 @@ def test_publish_and_follow_the_sse_stream_with_a_filter(start_node: Callable[..
     port = port_of(start_node())
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request("GET", "/events?filter=type%3Dgarden.*%20and%20data.zone%3Dnorth")
+        conn.request("GET", "/events?filter=type%3Dgarden.*%20and%20data.zone%3Dnorth",
+                     headers=AUTH)
         reply = conn.getresponse()
         assert reply.status == 200
         assert reply.getheader("Content-Type") == "text/event-stream"
@@ -374,7 +397,7 @@ def test_websocket_streams_filtered_events_and_serves_requests(
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         async with aiohttp.ClientSession() as session, session.ws_connect(
-                f"http://127.0.0.1:{port}/ws?filter=sensor.*") as ws:
+                f"http://127.0.0.1:{port}/ws?filter=sensor.*", headers=AUTH) as ws:
             node.bus.publish(Event(type="door.opened", data={"n": 1}))
             node.bus.publish(Event(type="sensor.read", data={"celsius": 21.5}))
             streamed = await ws.receive_json(timeout=5)
@@ -398,7 +421,7 @@ def test_a_slow_stream_client_is_dropped_and_counted(start_node: Callable[..., N
     assert isinstance(backend, HttpBackend)
     # A client that keeps reading, beside one that stops reading.
     fast = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    fast.request("GET", "/events?filter=flood.*")
+    fast.request("GET", "/events?filter=flood.*", headers=AUTH)
     fast_reply = fast.getresponse()
     fast_frames = [0]
 
@@ -416,7 +439,8 @@ def test_a_slow_stream_client_is_dropped_and_counted(start_node: Callable[..., N
     slow.settimeout(10)
     try:
         slow.connect(("127.0.0.1", port))
-        slow.sendall(b"GET /events?filter=flood.* HTTP/1.1\r\nHost: x\r\n\r\n")
+        slow.sendall(b"GET /events?filter=flood.* HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
         assert slow.recv(64).startswith(b"HTTP/1.1 200")
         payload = "x" * 4000
         deadline = time.monotonic() + 20
@@ -454,7 +478,7 @@ def test_stop_ends_open_streams(tmp_path: Path) -> None:
     node.start()
     conn = http.client.HTTPConnection("127.0.0.1", port_of(node), timeout=10)
     try:
-        conn.request("GET", "/events")
+        conn.request("GET", "/events", headers=AUTH)
         reply = conn.getresponse()
         assert reply.status == 200
         began = time.monotonic()
@@ -513,7 +537,7 @@ def test_actions_lists_names_signatures_and_docs(start_node: Callable[..., Node]
 
 
 def test_config_rejects_bad_options(tmp_path: Path) -> None:
-    for options, fragment in (({"port": 70000}, "port"), ({"public": ["/nope"]}, "/nope"),
+    for options, fragment in (({"port": 70000}, "port"), ({"public": ["/execute"]}, "/execute"),
                               ({"tokn": "x"}, "token"), ({"token": " "}, "token is empty")):
         with pytest.raises(ConfigError, match=fragment):
             Node(load_config(write_config(tmp_path, options)))

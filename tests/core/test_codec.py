@@ -138,6 +138,63 @@ def test_event_types_registry_refuses_a_second_class_for_a_name() -> None:
     assert "node.started" in types.names()
 
 
+# -- bounded decoding -------------------------------------------------------------
+
+def nested(levels: int) -> bytes:
+    """An event whose data nests ``levels`` arrays (the event itself is one more level)."""
+    return (b'{"kind":"event","type":"deep.data","data":' + b"[" * levels + b"]" * levels + b"}")
+
+
+def test_deeply_nested_json_is_a_decode_error_not_a_recursion_error() -> None:
+    with pytest.raises(DecodeError, match="nested deeper than the maximum of 64 levels"):
+        codec.decode(nested(5000))
+    with pytest.raises(DecodeError, match="nested deeper"):
+        codec.decode(nested(5000).decode())  # the same as text
+
+
+def test_depth_limit_counts_the_message_itself_and_ignores_brackets_in_strings() -> None:
+    assert isinstance(codec.decode(nested(63)), Event)
+    with pytest.raises(DecodeError, match="nested deeper"):
+        codec.decode(nested(64))
+    text = b'{"kind":"event","type":"a.b","data":"' + b"[{" * 5000 + b'\\"]"}'
+    assert codec.decode(text).data.startswith("[{")  # type: ignore[attr-defined]
+
+
+def test_depth_limit_is_configurable() -> None:
+    shallow = Codec(max_depth=3)
+    assert isinstance(shallow.decode(nested(2)), Event)
+    with pytest.raises(DecodeError, match="maximum of 3 levels"):
+        shallow.decode(nested(3))
+    with pytest.raises(DecodeError, match="nested deeper"):
+        shallow.decode_json(b"[[[[1]]]]")
+
+
+def test_unbalanced_deep_json_is_a_decode_error() -> None:
+    for data in (b"[" * 100_000, b'{"kind":"event","type":"a.b","data":' + b"[" * 100_000,
+                 b"[" * 100_000 + b"]"):
+        with pytest.raises(DecodeError):
+            codec.decode(data)
+        with pytest.raises(DecodeError):
+            codec.decode_json(data)
+
+
+def test_a_str_with_a_lone_surrogate_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="surrogates not allowed"):
+        codec.decode('{"kind": "event", "type": "a.b", "data": "\ud800"}')
+    with pytest.raises(DecodeError, match="surrogates"):
+        codec.decode_json("\udfff")
+
+
+def test_oversized_text_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="exceeds the maximum"):
+        Codec(max_size=100).decode_json("[" + "1," * 100 + "1]")
+
+
+def test_from_builtins_with_unencodable_objects_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError):
+        codec.from_builtins({"kind": "event", "type": "a.b", "data": object()})
+
+
 def test_an_event_asked_for_by_type_and_data_gets_the_checks_of_the_wire() -> None:
     types = EventTypes()
     strict = Codec(types, max_size=200)

@@ -184,10 +184,12 @@ def test_trace_asks_the_running_node_and_get_traces(config: Path, tmp_path: Path
     try:
         deadline = time.monotonic() + 30
         body: list[dict[str, object]] = []
+        token = run_cli("token", "-c", str(config), cwd=tmp_path).stdout.strip()
+        asked = urllib.request.Request(f"http://127.0.0.1:{port}/traces?hook=texts&last=5",
+                                       headers={"Authorization": f"Bearer {token}"})
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(
-                        f"http://127.0.0.1:{port}/traces?hook=texts&last=5", timeout=5) as reply:
+                with urllib.request.urlopen(asked, timeout=5) as reply:
                     body = json.loads(reply.read())
             except OSError:
                 body = []

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
@@ -25,8 +26,9 @@ class _PasswordServer(asyncssh.SSHServer):
 class SftpServer:
     """Serves the real filesystem over SFTP on a free loopback port until ``stop()``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, sftp_factory: Any = True) -> None:
         self.directory = directory
+        self._sftp_factory = sftp_factory
         host_key = asyncssh.generate_private_key("ssh-ed25519")
         client_key = asyncssh.generate_private_key("ssh-ed25519")
         self.key_file = directory / "id_ed25519"
@@ -59,7 +61,7 @@ class SftpServer:
             acceptor = loop.run_until_complete(asyncssh.listen(
                 "127.0.0.1", 0, server_host_keys=[self._host_key],
                 authorized_client_keys=self._authorized, server_factory=_PasswordServer,
-                sftp_factory=True, allow_scp=False))
+                sftp_factory=self._sftp_factory, allow_scp=False))
             self.port = acceptor.get_port()
         except BaseException as error:
             self._failure = error

@@ -1,7 +1,7 @@
 """A file monitor in its own process, for tests that must stall the monitor.
 
 Usage: ``python file_monitor_child.py DIR COUNT``. Prints ``ready`` once it
-watches ``DIR``, then waits until ``COUNT`` files were reported ready (or 30 s)
+watches ``DIR``, then waits until ``COUNT`` files were reported ready (or 30 s go by with no event)
 and prints one JSON line: per event type, how often each relative path was seen,
 plus the backend's overflow and rescan counters.
 """
@@ -35,8 +35,10 @@ def main() -> None:
                               "log_events": False}, FileMonitorConfig)
     seen: dict[str, Counter[str]] = {}
     done = threading.Event()
+    count_seen = [0]
 
     def tally(event: Event) -> None:
+        count_seen[0] += 1
         seen.setdefault(event.type, Counter())[event.data.relative] += 1
         if len(seen.get("file.ready", ())) >= count:
             done.set()
@@ -47,7 +49,12 @@ def main() -> None:
     try:
         backend.ready.wait(10)
         print("ready", flush=True)
-        done.wait(30)
+        # Done, or stuck: 60 turns of half a second without any event. Counted in turns,
+        # not clock time, so the time this process spent stopped does not count.
+        idle, before = 0, 0
+        while not done.wait(0.5) and idle < 60:
+            idle = 0 if count_seen[0] != before else idle + 1
+            before = count_seen[0]
     finally:
         backend.stop()
         backend.join(10)
