@@ -21,7 +21,8 @@ Every error platybus raises on purpose is a :class:`PlatybusError`::
     │   ├── DuplicateSubscriberError a subscriber id is taken
     │   └── NoRouteError             no way to reach the target node
     ├── LinkError                    a connection to an outside service failed
-    │   └── RemoteError              a node's HTTP API answered with an error
+    │   ├── RemoteError              a node's HTTP API answered with an error
+    │   └── ListenError              a server cannot listen on its address (a port in use)
     ├── IsolationError               work sent to a worker process did not complete
     │   ├── HandlerError             the code raised in its worker (type, message, traceback)
     │   ├── HandlerTimeout           past its hard limit: its worker was killed
@@ -199,6 +200,10 @@ class RemoteError(LinkError):
         self.status = status
         self.type = type
         super().__init__(message, status=status, type=type)
+
+
+class ListenError(LinkError):
+    """A server cannot listen on its address, e.g. because the port is in use."""
 
 
 class IsolationError(PlatybusError):

@@ -180,9 +180,9 @@ class Node:
             raise
         self.state = "ready"
         self.started_at = time.time()
-        log.info("node %s ready in %.3fs (%d plugins, %d backends, %d actions)",
-                 self.id, time.monotonic() - began, len(self.plugins), len(self.backends),
-                 len(self.actions.specs()))
+        log.info("node %s ready in %.3fs (%s, %s, %s)", self.id, time.monotonic() - began,
+                 counted(len(self.plugins), "plugin"), counted(len(self.backends), "backend"),
+                 counted(len(self.actions.specs()), "action"))
         self.bus.publish(NodeStarted(origin=self.id,
                                      data=NodeEventData(node_id=self.id, version=__version__)))
 
@@ -389,3 +389,8 @@ def _typed(cls: type[Plugin] | type[Backend], ext: ExtensionConfig, config: Conf
 def validate(config: Config) -> Node:
     """Build (without starting) a node from ``config``: every check that needs no I/O."""
     return Node(config)
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 plugin``, ``2 plugins``: a count with its noun in the right number."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
