@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,7 +42,7 @@ from platybus.link.stream_link import StreamLink
 from platybus.messages import Event, EventTypes, Message, Request, Response
 from platybus.replies import ReplyCallback
 
-__all__ = ["Client"]
+__all__ = ["Client", "Subscriber"]
 
 log = logging.getLogger("platybus.client")
 
@@ -50,12 +50,15 @@ ErrorPolicy = Literal["raise", "log", "ignore"] | Callable[[PlatybusError], Any]
 
 
 @dataclass(frozen=True)
-class _Subscriber:
+class Subscriber:
+    """A subscription of a client: its id, selector, priority and the metadata given with it."""
+
     id: str
     selector: Selector
     callback: Callable[[Any], Any]
     priority: int
     blocking: bool
+    metadata: Mapping[str, Any]
 
 
 class Client:
@@ -98,7 +101,7 @@ class Client:
         self.codec = Codec(types)
         self._link = StreamLink(self.id, self.config, self.codec)
         self._bus: Bus | None = None
-        self._subscribers: dict[str, _Subscriber] = {}
+        self._subscribers: dict[str, Subscriber] = {}
         self._queued: deque[tuple[Message, ReplyCallback | None]] = deque()
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
@@ -218,28 +221,45 @@ class Client:
         self,
         selector: str,
         callback: Callable[[Any], Any],
-        subscriber: str | None = None,
+        subscriber: str | Mapping[str, Any] | None = None,
         priority: int = 100,
         *,
         blocking: bool = False,
     ) -> str:
         """Call ``callback(message)`` for each message ``selector`` matches; return its id.
 
-        Callbacks run in order on one thread; pass ``blocking=True`` for one that
-        may block (or call :meth:`request`): it then runs on a worker thread.
+        ``subscriber`` is the subscription's id, or a mapping of metadata whose ``id``
+        (generated if missing) names it; :meth:`get_subscriber_by_identifier` gives it
+        back. Lower ``priority`` runs first. Callbacks run in order on one thread;
+        pass ``blocking=True`` for one that may block (or call :meth:`request`): it
+        then runs on a worker thread.
         """
         parsed = parse_selector(selector)
+        metadata: dict[str, Any] = {}
+        if isinstance(subscriber, Mapping):
+            metadata = dict(subscriber)
+            given = metadata.get("id")
+            if given is not None and not isinstance(given, str):
+                raise ArgumentError(f"subscriber id must be a string, got {given!r}")
+            subscriber = given
         with self._lock:
             sub_id = subscriber if subscriber is not None else f"sub-{next(self._ids)}"
             if sub_id in self._subscribers:
                 raise DuplicateSubscriberError(f"a subscriber with id {sub_id!r} already exists",
                                                subscriber=sub_id)
-            sub = _Subscriber(sub_id, parsed, self._marked(callback), priority, blocking)
+            metadata["id"] = sub_id
+            sub = Subscriber(sub_id, parsed, self._marked(callback), priority, blocking,
+                             metadata)
             if self._bus is not None:
                 self._bus.subscribe(parsed, sub.callback, priority=priority, id=sub_id,
                                     blocking=blocking)
             self._subscribers[sub_id] = sub
         return sub_id
+
+    def get_subscriber_by_identifier(self, identifier: str) -> Subscriber | None:
+        """Return the subscription of that id (with its metadata), or ``None``."""
+        with self._lock:
+            return self._subscribers.get(identifier)
 
     def _marked(self, callback: Callable[[Any], Any]) -> Callable[[Any], Any]:
         # Lets disconnect() know it was called from a callback, whose thread it must not join.
@@ -270,14 +290,20 @@ class Client:
         event: Message,
         on_reply: ReplyCallback | None = None,
         on_error: ErrorPolicy = "raise",
-    ) -> str:
+        *,
+        synchronous: bool = False,
+    ) -> Any:
         """Publish an event (or a request, whose response goes to ``on_reply``); return its id.
 
         While disconnected, messages are queued (up to ``max_queued``) and sent on
         connect. ``on_error`` says what a refused message does: ``"raise"``,
-        ``"log"``, ``"ignore"``, or a callable given the error.
+        ``"log"``, ``"ignore"``, or a callable given the error. With
+        ``synchronous=True`` the event only runs this client's own subscribers, now,
+        and their results come back as a list; it is not sent to Redis.
         """
         message = event if event.origin is not None else event.replace(origin=self.id)
+        if synchronous:
+            return self._publish_locally(message, on_error)
         if on_reply is not None:
             on_reply = self._marked(on_reply)
         try:
@@ -294,6 +320,18 @@ class Client:
         except PlatybusError as error:
             self._failed(error, on_error)
         return message.id
+
+    def _publish_locally(self, message: Message, on_error: ErrorPolicy) -> list[Any]:
+        try:
+            if not isinstance(message, Event):
+                raise ArgumentError("synchronous=True publishes events only")
+            with self._lock:
+                subscribers = sorted(self._subscribers.values(), key=lambda s: s.priority)
+        except PlatybusError as error:
+            self._failed(error, on_error)
+            return []
+        # In the caller's thread, lowest priority first, as the bus orders them.
+        return [sub.callback(message) for sub in subscribers if sub.selector.matches(message)]
 
     def _check(self, message: Message, on_reply: ReplyCallback | None) -> None:
         if on_reply is not None and not isinstance(message, Request):

@@ -79,6 +79,8 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     extensions_path: list[str] = msgspec.field(default_factory=list)
+    # At most this many events handled at once by all handlers together (0: one per CPU).
+    handlers_parallel: int = 0
     max_message_size: int = 1 << 20
     stop_timeout: float = 5.0
     bus: BusConfig = msgspec.field(default_factory=BusConfig)

@@ -263,6 +263,8 @@ class _Node(NamedTuple):
 
 
 def _comparison_node(path: str, op: str, value: _Value) -> _Node:
+    if path == "topic":
+        path = "type"  # the event hub's name for an event's type: one field, two names
     exact = op == "=" and value.kind in (_STR, _NUM) and value.pattern is None
     types: _Hint = frozenset((value.text,)) if exact and path == "type" else None
     kinds: _Hint = _FIELD_KINDS.get(path.split(".", 1)[0])

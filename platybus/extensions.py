@@ -8,10 +8,11 @@ actions with :func:`action`; the node finds classes with :func:`~platybus.loader
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 
 from platybus.actions import action
-from platybus.errors import ExtensionError, PlatybusError
+from platybus.errors import BusError, DecodeError, ExtensionError, LinkError, PlatybusError
 from platybus.loader import available, load_class
 from platybus.messages import Event, Message, Request, Response
 
@@ -29,9 +30,24 @@ if TYPE_CHECKING:
     from platybus.codec import Codec
     from platybus.replies import ReplyCallback
 
+# What the ``send_*`` methods of a backend accept: a typed message, a dict, JSON text or bytes.
+MessageLike = Message | Mapping[str, Any] | str | bytes | bytearray
+
 __all__ = [
-    "BACKEND_GROUP", "PLUGIN_GROUP", "Backend", "EmptyConfig", "NodeContext", "Plugin",
-    "ServiceInfo", "action", "available", "load_class", "service_problem",
+    "BACKEND_GROUP",
+    "PLUGIN_GROUP",
+    "Backend",
+    "EmptyConfig",
+    "MessageLike",
+    "NodeContext",
+    "Plugin",
+    "ServiceInfo",
+    "action",
+    "as_message",
+    "available",
+    "load_class",
+    "service_label",
+    "service_problem",
 ]
 
 PLUGIN_GROUP = "platybus.plugins"
@@ -54,6 +70,11 @@ class NodeContext:
     health: Callable[[], dict[str, Any]] = field(default=dict)
     metrics: Callable[[], str] = field(default=lambda: "")
     runner: ActionRunner | None = None
+    # The node's Redis link settings (a ``LinkConfig``: extensions sit below the link
+    # layer, so untyped here), if it has one: where ``Backend.send_message`` puts messages.
+    link: Any = None
+    # Withdraws services from zeroconf while the node runs (set by the node).
+    withdraw_services: Callable[[Sequence[ServiceInfo]], None] | None = None
 
     @classmethod
     def detached(cls, node_id: str, data_dir: Path, codec: Codec | None = None) -> NodeContext:
@@ -80,6 +101,11 @@ class Plugin:
         self.config = config
         self.context = context
         self.log = logging.getLogger(f"platybus.plugins.{name}")
+
+    @classmethod
+    def prepare_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Reshape the raw options before they are checked against ``Config`` (as is here)."""
+        return options
 
     def start(self) -> None:
         """Acquire resources; called once before any action runs."""
@@ -234,25 +260,84 @@ class Backend(threading.Thread):
 
     # -- messages ----------------------------------------------------------
 
-    def send_event(self, event: Event) -> None:
-        """Publish an event on the bus."""
+    def send_event(self, event: MessageLike) -> None:
+        """Publish an event (typed, a dict, JSON text or UTF-8 JSON bytes) on the bus."""
+        message = as_message(self.context.codec, event, Event)
         self.events_sent += 1
-        self.context.bus.publish(_with_origin(event, self.context.node_id))
+        self.context.bus.publish(_with_origin(message, self.context.node_id))
 
     def send_request(
         self,
-        request: Request,
+        request: MessageLike,
         on_response: ReplyCallback | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        """Publish a request; ``on_response`` gets the response or a timeout error."""
-        self.context.bus.publish(
-            _with_origin(request, self.context.node_id), on_reply=on_response, timeout=timeout
-        )
+        response_timeout: float = 5.0,
+    ) -> Response | None:
+        """Publish a request; with ``on_response``, wait for the response and pass it on.
 
-    def send_response(self, response: Response) -> None:
-        """Publish a response."""
-        self.context.bus.publish(_with_origin(response, self.context.node_id))
+        The wait lasts at most ``response_timeout`` seconds (then the response is a
+        timeout error), and the response is also returned. It blocks the calling
+        thread, so call it from the backend's own thread, not from a bus callback.
+        """
+        message = _with_origin(as_message(self.context.codec, request, Request),
+                               self.context.node_id)
+        if on_response is None:
+            self.context.bus.publish(message)
+            return None
+        if self.context.bus.in_dispatcher():
+            raise BusError("send_request with on_response waits for the response and would "
+                           "block the bus: call it from the backend's thread")
+        response = self.context.bus.request(message, timeout=response_timeout)
+        on_response(response)
+        return response
+
+    def send_response(self, response: MessageLike, request: MessageLike | None = None) -> None:
+        """Publish a response; with ``request``, its id and origin fill in the reply's fields."""
+        asked = as_message(self.context.codec, request, Request) if request is not None else None
+        if asked is not None and isinstance(response, Mapping):
+            filled = dict(response)
+            filled.setdefault("request_id", asked.id)
+            filled.setdefault("target", asked.origin)
+            response = filled
+        message = as_message(self.context.codec, response, Response)
+        if asked is not None:
+            message = message.replace(request_id=asked.id,
+                                      target=message.target or asked.origin)
+        self.context.bus.publish(_with_origin(message, self.context.node_id))
+
+    def on_message(self, msg: MessageLike) -> None:
+        """Take a message from outside (typed, a dict, JSON text or bytes) onto the bus."""
+        message = as_message(self.context.codec, msg, Message)
+        if isinstance(message, Request):
+            self.send_request(message)
+        elif isinstance(message, Response):
+            self.send_response(message)
+        else:
+            self.send_event(message)
+
+    def send_message(self, msg: MessageLike, queue_name: str | None = None) -> str:
+        """Push a message's JSON onto a Redis list for other consumers; return the list's name.
+
+        The Redis is the node's link (``backends.redis``); the list is
+        ``<prefix>:queue`` unless ``queue_name`` is given. Consumers pop from it
+        (``BLPOP``) and may decode each entry with the codec.
+        """
+        link = self.context.link
+        if link is None:
+            raise LinkError("send_message needs a Redis: configure backends.redis")
+        message = _with_origin(as_message(self.context.codec, msg, Message),
+                               self.context.node_id)
+        name = queue_name or f"{link.prefix}:queue"
+        import redis
+
+        client = redis.Redis.from_url(link.url, socket_timeout=link.connect_timeout,
+                                      socket_connect_timeout=link.connect_timeout)
+        try:
+            client.rpush(name, self.context.codec.encode(message))
+        except redis.RedisError as error:
+            raise LinkError(f"cannot put a message on {name}: {error}", url=link.url) from None
+        finally:
+            client.close()
+        return name
 
     def register_service(
         self,
@@ -264,18 +349,93 @@ class Backend(threading.Thread):
         udp: bool = False,
         properties: dict[str, str] | None = None,
     ) -> ServiceInfo:
-        """Declare a zeroconf service for the node to announce while it runs."""
+        """Declare a zeroconf service for the node to announce while it runs.
+
+        Without ``srv_type``, a name too long for a zeroconf label gets a derived
+        short one (``_platybus-<name>`` would not fit): see ``service_label``.
+        """
         label = name or self.backend_name
         info = ServiceInfo(
             port=port,
             name=label,
-            srv_type=srv_type or f"_platybus-{label}._{'udp' if udp else 'tcp'}.local.",
+            srv_type=srv_type or f"_{service_label(label)}._{'udp' if udp else 'tcp'}.local.",
             srv_name=srv_name or f"{self.context.node_id}",
             udp=udp,
             properties=dict(properties or {}),
         )
         self.services.append(info)
         return info
+
+    def unregister_service(self, name: str | None = None) -> list[ServiceInfo]:
+        """Withdraw this backend's services (only ``name``'s if given) from zeroconf; return them.
+
+        While the node runs they are unannounced at once; before it starts they are
+        simply not announced.
+        """
+        gone = [s for s in self.services if name is None or s.name == name]
+        self.services = [s for s in self.services if s not in gone]
+        withdraw = self.context.withdraw_services
+        if gone and withdraw is not None:
+            withdraw(gone)
+        return gone
+
+
+def service_label(name: str) -> str:
+    """The zeroconf service label of a backend's service: ``platybus-<name>``, made to fit.
+
+    A label holds at most 15 bytes of letters, digits and inner hyphens. A name
+    that gives a longer or invalid label gets ``pb-<start>-<hash>``: the start of
+    the name and four hex digits of its SHA-1, so two long names stay apart.
+    """
+    full = f"platybus-{name}"
+    if len(full.encode()) <= SERVICE_LABEL_LIMIT and _SERVICE_LABEL.fullmatch(full):
+        return full
+    digest = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:4]
+    start = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:SERVICE_LABEL_LIMIT - 8].strip("-")
+    return f"pb-{start}-{digest}" if start else f"pb-{digest}"
+
+
+def as_message(codec: Codec, value: Any, kind: type[Any]) -> Any:
+    """Turn a typed message, a dict, JSON text or UTF-8 JSON bytes into a message of ``kind``.
+
+    Plain data goes through the codec, so it is validated like anything on the
+    wire; a dict without ``kind`` gets the one ``kind`` names (``event`` for any
+    message). Raises
+    :class:`DecodeError` saying what was wrong.
+    """
+    wanted = getattr(kind, "kind", None) if kind is not Message else None
+    default = wanted if isinstance(wanted, str) else "event"
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DecodeError(f"message bytes are not UTF-8: {error}") from None
+    if isinstance(value, str):
+        if len(value) > codec.max_size:
+            raise DecodeError(f"message of {len(value)} bytes exceeds the maximum of "
+                              f"{codec.max_size} bytes")
+        try:
+            value = msgspec.json.decode(value)
+        except msgspec.DecodeError as error:
+            raise DecodeError(f"malformed JSON: {error}") from None
+        if not isinstance(value, dict):
+            raise DecodeError(f"expected a JSON object, got {type(value).__name__}")
+    if isinstance(value, Message):
+        message: Message = value
+    elif isinstance(value, Mapping):
+        data = dict(value)
+        data.setdefault("kind", default)
+        try:
+            message = codec.from_builtins(data)
+        except (TypeError, ValueError) as error:
+            raise DecodeError(f"cannot encode the dict as a message: {error}") from None
+    else:
+        raise DecodeError(f"expected a message, a dict, JSON text or UTF-8 JSON bytes, got "
+                          f"{type(value).__name__}")
+    if not isinstance(message, kind):
+        raise DecodeError(f"expected {'an' if wanted == 'event' else 'a'} {wanted}, got a "
+                          f"{message.kind}")
+    return message
 
 
 def _with_origin(message: Any, node_id: str) -> Any:

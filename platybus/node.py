@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -47,6 +47,7 @@ from platybus.sdnotify import SystemdNotifier
 
 if TYPE_CHECKING:
     from platybus.isolation.handlers import HandlerSet
+    from platybus.link.protocol import LinkConfig
     from platybus.notify.manager import NotifierManager
 
 log = logging.getLogger("platybus.node")
@@ -117,6 +118,8 @@ class Node:
             self.types.register(event_type)
         self.discovery = Discovery(load_discovery_config(config), node_id=self.id,
                                    version=__version__, bus=self.bus)
+        self.context.withdraw_services = self.discovery.withdraw
+        self.context.link = _link_of(self.backends.values())
         self.actions.add(ActionSpec.from_function("discovery.peers", self.discovery.peers,
                                                   blocking=False))
         # After plugins and backends, so that hooks can name their actions and events.
@@ -393,7 +396,19 @@ def _resolve(ext: ExtensionConfig, group: str, base: type[Any], search: list[Pat
 
 
 def _typed(cls: type[Plugin] | type[Backend], ext: ExtensionConfig, config: Config) -> Any:
-    return config.convert(ext.options, cls.Config, ext.path, also_known=COMMON_KEYS)
+    prepare = getattr(cls, "prepare_options", None)
+    options = prepare(ext.options) if prepare is not None else ext.options
+    return config.convert(options, cls.Config, ext.path, also_known=COMMON_KEYS)
+
+
+def _link_of(backends: Iterable[Backend]) -> LinkConfig | None:
+    """The Redis link settings of the node's transport backend, if it has one."""
+    for backend in backends:
+        link = getattr(backend.config, "link_config", None)
+        if backend.transport and callable(link):
+            found: LinkConfig = link()
+            return found
+    return None
 
 
 def validate(config: Config) -> Node:

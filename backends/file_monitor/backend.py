@@ -131,16 +131,23 @@ class _OverflowWatch(logging.Handler):
 
 
 class _Root:
-    """One configured root: its tracker and how it is watched right now."""
+    """One configured path (a directory, or a single file) and how it is watched right now.
+
+    A single file is watched through its directory (top level only, that name
+    only), so that an atomic replace by rename, a deletion and a re-creation are
+    all seen: a watch on the file itself would end with its inode.
+    """
 
     def __init__(self, spec: WatchedPath, config: FileMonitorConfig) -> None:
         self.spec = spec
-        self.path = os.path.abspath(os.path.expanduser(spec.path))
-        rel = os.path.relpath(self.path)
-        self.display = rel if not rel.startswith("..") else self.path
+        self.config = config
+        self.target = os.path.abspath(os.path.expanduser(spec.path))
+        self.label = _display(self.target)
         self.polling = config.observer == "polling"
-        self.tracker = RootTracker(self.path, spec, coalesce=config.coalesce,
-                                   settle=config.settle, synthesize_close=self.polling)
+        self.file_name: str | None = None
+        self.path = self.target
+        self.display = self.label
+        self.tracker = self._tracker()
         self.observer: BaseObserver | None = None
         self.watch: ObservedWatch | None = None
         self.generation = 0
@@ -148,12 +155,37 @@ class _Root:
         self.rescan_due: float | None = None
         self.rescan_limit = 0.0
 
+    def _tracker(self) -> RootTracker:
+        return RootTracker(self.path, self.spec, coalesce=self.config.coalesce,
+                           settle=self.config.settle, synthesize_close=self.polling,
+                           only=self.file_name)
+
+    def watch_file(self, is_file: bool) -> None:
+        """Watch the target as a single file (through its directory) or as a directory."""
+        name = os.path.basename(self.target) if is_file else None
+        if name == self.file_name:
+            return
+        self.file_name = name
+        self.path = os.path.dirname(self.target) if is_file else self.target
+        self.display = _display(self.path)
+        self.tracker = self._tracker()
+
+    @property
+    def recursive(self) -> bool:
+        """Whether subdirectories are watched (never for a single file)."""
+        return self.spec.recursive and self.file_name is None
+
     def rel(self, path: str) -> str | None:
         """The path relative to the root (``""`` for the root), or ``None`` if outside."""
         if path == self.path:
             return ""
         prefix = self.path + os.sep
         return path[len(prefix):] if path.startswith(prefix) else None
+
+
+def _display(path: str) -> str:
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else path
 
 
 class _EventLog:
@@ -286,16 +318,20 @@ class FileMonitorBackend(Backend):
 
     def _try_watch(self, root: _Root) -> bool:
         """Schedule a root if it is there (creating it if asked); return whether it is watched."""
-        path = root.path
-        if root.spec.create and not os.path.isdir(path):
+        target = root.target
+        if root.spec.create and not os.path.exists(target):
             try:
-                os.makedirs(path, exist_ok=True)
-                self.log.info("created watched directory %s", root.display)
+                os.makedirs(target, exist_ok=True)
+                self.log.info("created watched directory %s", root.label)
             except OSError as error:
                 return self._missing(root, f"cannot be created: {error.strerror}")
-        if not os.path.isdir(path):
-            what = "is not a directory" if os.path.exists(path) else "does not exist"
-            return self._missing(root, what)
+        if os.path.isdir(target):
+            root.watch_file(False)
+        elif os.path.exists(target):
+            root.watch_file(True)
+        else:
+            return self._missing(root, "does not exist")
+        path = root.path
         kinds = {"auto": ["inotify", "polling"], "inotify": ["inotify"],
                  "polling": ["polling"]}[self.config.observer]
         for kind in kinds:
@@ -303,29 +339,30 @@ class FileMonitorBackend(Backend):
                 observer = self._observer(kind)
                 root.generation += 1
                 handler = _Forward(self._inbox, root, root.generation)
-                root.watch = observer.schedule(handler, path, recursive=root.spec.recursive,
+                root.watch = observer.schedule(handler, path, recursive=root.recursive,
                                                event_filter=self._event_filter(kind))
             except FileNotFoundError:
                 return self._missing(root, "does not exist")
             except OSError as error:
                 hint = (" (raise fs.inotify.max_user_watches or max_user_instances)"
                         if error.errno in (errno.ENOSPC, errno.EMFILE) else "")
-                self.log.warning("cannot watch %s with %s: %s%s", root.display, kind,
+                self.log.warning("cannot watch %s with %s: %s%s", root.label, kind,
                                  error.strerror or error, hint)
                 continue
             root.observer = observer
             root.polling = kind == "polling"
             root.tracker.synthesize_close = root.polling
-            self.log.info("watching %s (%s%s)", root.display, kind,
-                          "" if root.spec.recursive else ", top level only")
+            what = ("file" if root.file_name is not None
+                    else "directory" if root.spec.recursive else "directory, top level only")
+            self.log.info("watching %s (%s, %s)", root.label, what, kind)
             root.problem = None
             return True
         return self._missing(root, "cannot be watched")
 
     def _missing(self, root: _Root, problem: str) -> bool:
         if root.problem != problem:
-            self.log.warning("watched directory %s %s; waiting for it (checking every %gs)",
-                             root.display, problem, self.config.retry_interval)
+            self.log.warning("watched path %s %s; waiting for it (checking every %gs)",
+                             root.label, problem, self.config.retry_interval)
             root.problem = problem
         root.watch = None
         return False
@@ -352,8 +389,8 @@ class FileMonitorBackend(Backend):
     def _root_gone(self, root: _Root, now: float) -> None:
         self._unwatch(root)
         self._publish(root, root.tracker.clear(), now)
-        self.log.warning("watched directory %s was removed; waiting for it to come back",
-                         root.display)
+        self.log.warning("watched %s %s was removed; waiting for it to come back",
+                         "file" if root.file_name is not None else "directory", root.label)
         root.problem = "does not exist"
 
     # -- events ------------------------------------------------------------

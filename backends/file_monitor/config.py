@@ -47,16 +47,20 @@ class WatchedPath(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     def __post_init__(self) -> None:
         if not self.path:
             raise ValueError("path: must not be empty")
-        if (self.patterns or self.ignore_patterns) and (self.regexes or self.ignore_regexes):
+        if self.patterns and (self.regexes or self.ignore_regexes):
             raise ValueError(
                 "use either patterns/ignore_patterns (globs such as '*.txt') or "
                 "regexes/ignore_regexes (regular expressions), not both in one path entry")
-        for key in ("patterns", "ignore_patterns"):
+        if self.ignore_regexes and self.ignore_patterns and not self.regexes:
+            raise ValueError(
+                "use either ignore_patterns (globs) or ignore_regexes (regular expressions), "
+                "not both in one path entry")
+        for key in self.glob_keys():
             for i, pattern in enumerate(getattr(self, key)):
                 problem = _glob_problem(pattern)
                 if problem:
                     raise ValueError(f"{key}[{i}]: {pattern!r} {problem}")
-        for key in ("regexes", "ignore_regexes"):
+        for key in self.regex_keys():
             for i, regex in enumerate(getattr(self, key)):
                 try:
                     re.compile(regex)
@@ -69,6 +73,20 @@ class WatchedPath(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
                 raise ValueError(
                     f"ignore_directories[{i}]: {name!r} must be a directory name such as "
                     "'.git' or 'node_modules' (it is skipped at any depth), not a path")
+
+
+    def regex_mode(self) -> bool:
+        """Whether ``ignore_patterns`` are regexes: they are beside ``regexes``, as in watchdog."""
+        return bool(self.regexes)
+
+    def glob_keys(self) -> tuple[str, ...]:
+        """The keys of this entry that hold globs."""
+        return ("patterns",) if self.regex_mode() else ("patterns", "ignore_patterns")
+
+    def regex_keys(self) -> tuple[str, ...]:
+        """The keys of this entry that hold regular expressions."""
+        extra = ("ignore_patterns",) if self.regex_mode() else ()
+        return ("regexes", "ignore_regexes", *extra)
 
 
 class FileMonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -86,7 +104,7 @@ class FileMonitorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
 
     def __post_init__(self) -> None:
         if not self.paths:
-            raise ValueError("paths: give at least one directory to watch")
+            raise ValueError("paths: give at least one directory or file to watch")
         seen: dict[str, int] = {}
         for i, entry in enumerate(self.paths):
             path = entry if isinstance(entry, str) else entry.path
@@ -173,11 +191,16 @@ def glob_to_regex(pattern: str) -> str:
 class PathFilter:
     """Decides which paths under a root are reported, from a :class:`WatchedPath`."""
 
-    def __init__(self, spec: WatchedPath) -> None:
+    def __init__(self, spec: WatchedPath, only: str | None = None) -> None:
         flags = 0 if spec.case_sensitive else re.IGNORECASE
         self._include = _any_glob(spec.patterns, flags) or _any_regex(spec.regexes, flags)
-        self._exclude = _any_glob(spec.ignore_patterns, flags) or _any_regex(
-            spec.ignore_regexes, flags)
+        if spec.regex_mode():
+            self._exclude = _any_regex(spec.ignore_patterns + spec.ignore_regexes, flags)
+        else:
+            self._exclude = _any_glob(spec.ignore_patterns, flags) or _any_regex(
+                spec.ignore_regexes, flags)
+        # A single watched file: its directory is watched, and only that name counts.
+        self.only = only
         names = spec.ignore_directories
         self._ignored_dirs = frozenset(names if spec.case_sensitive else
                                        [n.casefold() for n in names])
@@ -185,19 +208,23 @@ class PathFilter:
 
     def allows(self, rel: str) -> bool:
         """Whether events for ``rel`` (a path relative to the root) are reported."""
+        if self.only is not None and rel != self.only:
+            return False
         if self._include is not None and not self._include(rel):
             return False
         return self._exclude is None or not self._exclude(rel)
 
     def skips_dir(self, name: str) -> bool:
         """Whether a directory of this name is skipped with everything under it."""
+        if self.only is not None:
+            return True
         if not self._ignored_dirs:
             return False
         return (name.casefold() if self._fold else name) in self._ignored_dirs
 
     def in_skipped_dir(self, rel: str, is_dir: bool) -> bool:
         """Whether ``rel`` is, or lies under, a skipped directory."""
-        if not self._ignored_dirs:
+        if not self._ignored_dirs and self.only is None:
             return False
         parts = rel.split("/")
         if not is_dir:

@@ -79,10 +79,10 @@ class RootTracker:
     """The known state of one root and the rules that turn observations into changes."""
 
     def __init__(self, root: str, spec: WatchedPath, *, coalesce: float, settle: float,
-                 synthesize_close: bool) -> None:
+                 synthesize_close: bool, only: str | None = None) -> None:
         self.root = root
-        self.filter = PathFilter(spec)
-        self.recursive = spec.recursive
+        self.filter = PathFilter(spec, only)
+        self.recursive = spec.recursive and only is None
         ready = spec.ready
         self.ready = ready is not False
         self.suffix = ready.suffix if not isinstance(ready, bool) else None

@@ -292,6 +292,30 @@ class Discovery:
             log.exception("closing zeroconf failed")
         log.debug("zeroconf closed in %.3fs", time.monotonic() - began)
 
+    def withdraw(self, services: Sequence[ServiceInfo]) -> None:
+        """Unannounce these services now, keeping the node record and the other services."""
+        with self._lock:
+            zc = self._zc
+            wanted = {(s.srv_type, f"{s.srv_name}.{s.srv_type}") for s in services}
+            gone = [i for i in self._infos if (i.type, i.name) in wanted]
+            self._infos = [i for i in self._infos if i not in gone]
+        if zc is None or not gone:
+            return
+        try:
+            _run_in_loop(zc, self._unregister(zc, gone))
+        except Exception:
+            log.exception("withdrawing %s failed", ", ".join(i.name for i in gone))
+            return
+        log.info("zeroconf: withdrew %s", ", ".join(i.name for i in gone))
+
+    async def _unregister(self, zc: Zeroconf, infos: list[ZeroconfInfo]) -> None:
+        registering = self._registering
+        if registering is not None:
+            # A service still being announced must be registered before it can go.
+            await asyncio.wrap_future(registering)
+        for info in infos:
+            await zc.async_unregister_service(info)
+
     def peers(self) -> list[PeerData]:
         """Return the peers this node currently sees."""
         browser = self._browser

@@ -38,7 +38,13 @@ from platybus.errors import (
     WorkerCrashed,
 )
 from platybus.extensions import NodeContext
-from platybus.isolation.pool import DEFAULT_QUEUE_SIZE, DEFAULT_TIMEOUT, ProcessPool, TaskFuture
+from platybus.isolation.pool import (
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_TIMEOUT,
+    ProcessPool,
+    TaskFuture,
+)
+from platybus.isolation.slots import Slots
 from platybus.loader import load_class
 from platybus.messages import ErrorInfo, Event
 
@@ -62,7 +68,7 @@ __all__ = [
 HANDLER_GROUP = "platybus.handlers"
 TRACE_LIMIT = 200
 # The keys of a ``handlers`` entry that the node reads; the others are the handler's options.
-HANDLER_SETTINGS = ("if", "timeout", "workers", "queue_size")
+HANDLER_SETTINGS = ("if", "timeout", "workers", "queue_size", "allow_long")
 
 
 class HandlerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -72,6 +78,13 @@ class HandlerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     timeout: float = DEFAULT_TIMEOUT
     workers: int = 0
     queue_size: int = DEFAULT_QUEUE_SIZE
+    allow_long: bool = False
+
+
+# The hard limit guards against misconfiguration: longer needs ``allow_long: true``.
+LONG_LIMIT = 600.0
+# The folder next to the config where handler modules are looked up by default.
+DEFAULT_EXTENSIONS = "extensions"
 
 
 class Handler:
@@ -153,8 +166,10 @@ class HandlerRunner:
 
     def __init__(self, name: str, cls: type[Any], settings: HandlerSettings, config: Any, *,
                  spec: str, condition: Condition | None, context: NodeContext,
-                 search_path: list[Path], record: Callable[[HandlerIncident], None]) -> None:
+                 search_path: list[Path], record: Callable[[HandlerIncident], None],
+                 slots: Slots | None = None) -> None:
         self.name = name
+        self.slots = slots
         self.cls = cls
         self.spec = spec
         self.settings = settings
@@ -177,12 +192,13 @@ class HandlerRunner:
         condition = self.condition
         if self.pool is not None:
             return
-        on_start = getattr(self.instance, "on_start", None)
+        on_start = _hook(self.instance, "on_start", "onStart")
         if on_start is not None:
             on_start(self.config)
         pool = ProcessPool(self.name, size=self.settings.workers or None,
                            codec=self.context.codec, search_path=self.search_path,
-                           timeout=self.settings.timeout, queue_size=self.settings.queue_size)
+                           timeout=self.settings.timeout, queue_size=self.settings.queue_size,
+                           slots=self.slots)
         pool.start()
         self.pool = pool
         self._subscription = self.context.bus.subscribe(
@@ -200,7 +216,7 @@ class HandlerRunner:
         try:
             pool.stop(timeout)
         finally:
-            on_stop = getattr(self.instance, "on_stop", None)
+            on_stop = _hook(self.instance, "on_stop", "onStop")
             if on_stop is not None:
                 on_stop()
 
@@ -276,6 +292,12 @@ class HandlerRunner:
         }
 
 
+def _hook(instance: Any, name: str, camel: str) -> Callable[..., Any] | None:
+    """The ``on_start``/``on_stop`` hook, also under its camelCase name ``onStart``/``onStop``."""
+    found: Callable[..., Any] | None = getattr(instance, camel, None)
+    return found if callable(found) else getattr(instance, name, None)
+
+
 def _error_info(error: BaseException) -> ErrorInfo:
     if isinstance(error, HandlerError):
         return ErrorInfo(type=error.remote_type, message=error.remote_message,
@@ -289,8 +311,10 @@ class HandlerSet:
     event_types: ClassVar[tuple[type[Event], ...]] = (HandlerDone, HandlerFailed, HandlerTimedOut)
 
     def __init__(self, runners: list[HandlerRunner] | None = None,
-                 trace_limit: int = TRACE_LIMIT) -> None:
+                 trace_limit: int = TRACE_LIMIT, parallel: int | None = None) -> None:
         self.runners: dict[str, HandlerRunner] = {r.name: r for r in runners or []}
+        # One limit for every handler together: at most this many events at once.
+        self.slots = Slots(parallel)
         self.traces: deque[HandlerIncident] = deque(maxlen=trace_limit)
         self._lock = threading.Lock()
 
@@ -309,7 +333,13 @@ class HandlerSet:
         entries = extension_section(config.section("handlers"), "handlers", config.source,
                                     settings=HANDLER_SETTINGS, refuse_old=True)
         search = [Path(p) for p in config.node.extensions_path]
-        handlers = cls()
+        if not search:
+            search = [Path(config.file).resolve().parent / DEFAULT_EXTENSIONS]
+        parallel = config.node.handlers_parallel
+        if parallel < 0:
+            raise config.source.error(("node", "handlers_parallel"),
+                                      "must be 0 (one per CPU) or more")
+        handlers = cls(parallel=parallel or None)
         for name, ext in entries.items():
             if not ext.enabled:
                 continue
@@ -317,6 +347,11 @@ class HandlerSet:
             settings = config.convert(ext.settings, HandlerSettings, path)
             if settings.timeout <= 0:
                 raise config.source.error((*path, "timeout"), "must be more than 0 seconds")
+            if settings.timeout > LONG_LIMIT and not settings.allow_long:
+                raise config.source.error(
+                    (*path, "timeout"), f"{settings.timeout:g}s is over the {LONG_LIMIT:g}s hard "
+                    "limit that guards against a misconfigured handler; set allow_long: true "
+                    "beside it if the handler really needs longer")
             if settings.workers < 0:
                 raise config.source.error((*path, "workers"), "must be 0 (one per CPU) or more")
             handler_cls = _load_handler(ext, search, config)
@@ -329,7 +364,8 @@ class HandlerSet:
             try:
                 runner = HandlerRunner(name, handler_cls, settings, options, spec=spec,
                                        condition=condition, context=context,
-                                       search_path=search, record=handlers.record)
+                                       search_path=search, record=handlers.record,
+                                       slots=handlers.slots)
             except Exception as error:
                 raise config.source.error(path, f"cannot create {spec}: "
                                                 f"{type(error).__name__}: {error}") from error
@@ -370,6 +406,8 @@ class HandlerSet:
         with self._lock:
             traces = [msgspec.to_builtins(t) for t in self.traces]
         return {"handlers": {name: r.status() for name, r in self.runners.items()},
+                "parallel": {"limit": self.slots.limit, "running": self.slots.running,
+                             "peak": self.slots.peak},
                 "traces": traces}
 
 
@@ -379,7 +417,11 @@ def _load_handler(ext: ExtensionConfig, search: list[Path], config: Config) -> t
         cls = load_class(HANDLER_GROUP, ext.name, object, spec=ext.class_spec,
                          search_path=search)
     except PlatybusError as error:
-        raise config.source.error(key, str(error)) from None
+        hint = ""
+        if "cannot import" in str(error):
+            hint = ("; put the module in one of those folders, or name its folder in "
+                    "node.extensions_path")
+        raise config.source.error(key, f"{error}{hint}") from None
     if "<locals>" in cls.__qualname__:
         raise config.source.error(key, f"{cls.__qualname__} must be defined at module level")
     if not isinstance(inspect.getattr_static(cls, "handle", None), staticmethod):

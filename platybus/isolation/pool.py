@@ -45,6 +45,7 @@ from platybus.errors import (
     WorkerCrashed,
 )
 from platybus.isolation.child import TaskFrame
+from platybus.isolation.slots import Slots
 from platybus.isolation.tasks import PoolStats, Task, TaskFuture
 from platybus.isolation.worker import KILL_WAIT, TERM_GRACE, Worker, init_frame
 from platybus.messages import Message
@@ -75,8 +76,10 @@ class ProcessPool:
         search_path: Sequence[str | Path] = (),
         timeout: float = DEFAULT_TIMEOUT,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        slots: Slots | None = None,
     ) -> None:
         self.name = name
+        self.slots = slots
         self.size = size if size else (os.cpu_count() or 1)
         if self.size < 1:
             raise ValueError("a process pool needs at least one worker")
@@ -109,6 +112,8 @@ class ProcessPool:
                 return
             self._thread = threading.Thread(target=self._run, name=f"platybus-pool-{self.name}")
             self._thread.start()
+        if self.slots is not None:
+            self.slots.attach(self._wake)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Fail queued tasks, give running ones ``timeout`` seconds, then end every worker.
@@ -122,6 +127,8 @@ class ProcessPool:
             self._stopping = True
             self._stop_grace = time.monotonic() + timeout
             thread = self._thread
+        if self.slots is not None:
+            self.slots.detach(self._wake)
         if thread is None:
             self._fail_queued(NodeNotReady(f"process pool {self.name} stopped before it started"))
         else:
@@ -214,7 +221,10 @@ class ProcessPool:
                 idle = next((w for w in self._workers if w.task is None), None)
                 if idle is None and len(self._workers) >= self.size:
                     return
+                if self.slots is not None and not self.slots.try_take():
+                    return  # every shared slot is busy: a freed one wakes this pool
                 task = self._queue.popleft()
+                task.slot = self.slots is not None
             if idle is None:
                 try:
                     idle = self._spawn(selector)
@@ -240,6 +250,7 @@ class ProcessPool:
         if not future.set_running_or_notify_cancel():
             worker.task = None
             task.state = "done"
+            self._free_slot(task)
             return
         future._started(worker.pid)
         frame = TaskFrame(task.seq, task.fn_ref, task.configuration, task.payload)
@@ -292,6 +303,7 @@ class ProcessPool:
         if task.state == "done":
             return
         task.state = "done"
+        self._free_slot(task)
         future = task.future
         future.finished = time.monotonic()
         if error is None:
@@ -310,6 +322,11 @@ class ProcessPool:
         except Exception:
             log.exception("process pool %s: a callback of task %s failed", self.name,
                           task.fn_ref)
+
+    def _free_slot(self, task: Task) -> None:
+        if task.slot and self.slots is not None:
+            task.slot = False
+            self.slots.give_back()
 
     def _expire(self, selector: selectors.BaseSelector) -> None:
         now = time.monotonic()

@@ -74,7 +74,8 @@ class PoolStats(msgspec.Struct):
 class Task:
     """One task as the pool tracks it: queued, running or done, with its deadline."""
 
-    __slots__ = ("configuration", "deadline", "fn_ref", "future", "payload", "seq", "state")
+    __slots__ = ("configuration", "deadline", "fn_ref", "future", "payload", "seq", "slot",
+                 "state")
 
     def __init__(self, seq: int, future: TaskFuture, fn_ref: str, *, configuration: bytes,
                  payload: bytes, deadline: float) -> None:
@@ -85,3 +86,5 @@ class Task:
         self.payload = payload
         self.deadline = deadline
         self.state = "queued"
+        # Whether it holds one of the shared parallel slots (taken when it starts running).
+        self.slot = False

@@ -43,7 +43,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("platybus.notify.manager")
 
-__all__ = ["ENV_VAR", "NOTIFIER_GROUP", "Notifier", "NotifierManager", "NotifierSettings"]
+__all__ = [
+    "ENV_VAR",
+    "NOTIFIER_GROUP",
+    "Notifier",
+    "NotifierManager",
+    "NotifierSettings",
+    "send_event",
+    "send_event_from_file",
+]
 
 NOTIFIER_GROUP = "platybus.notifiers"
 ENV_VAR = "PLATYBUS_NOTIFIERS"
@@ -83,6 +91,8 @@ class Notifier:
         """Read a config from JSON text, or from a bare value for the shorthand field."""
         stripped = text.strip()
         try:
+            if not stripped:  # a bare name, or ``name=``: the notifier with its defaults
+                return msgspec.convert({}, cls.Config)
             if stripped.startswith("{") or cls.shorthand is None:
                 return msgspec.json.decode(stripped or "{}", type=cls.Config)
             return msgspec.convert({cls.shorthand: stripped}, cls.Config)
@@ -252,6 +262,9 @@ class NotifierManager:
         self.outbox = outbox
         self._bus: Bus | None = None
         self._subscriptions: list[Subscription] = []
+        self._running = False
+        # What notifiers added later are built with (a detached one outside a node).
+        self.context: NodeContext | None = None
 
     # -- building ----------------------------------------------------------
 
@@ -295,34 +308,103 @@ class NotifierManager:
     def from_environment(cls, environ: Mapping[str, str] | None = None,
                          outbox: Outbox | None = None,
                          context: NodeContext | None = None) -> NotifierManager:
-        """Build the notifiers that ``PLATYBUS_NOTIFIERS`` names (``class=config|...``)."""
+        """Build the notifiers that ``PLATYBUS_NOTIFIERS`` names (``class=config|class|...``).
+
+        A bare ``class`` or ``class=`` is that notifier with its defaults; an entry
+        written by :meth:`environment` also brings back its name, filter and retry.
+        """
         text = (os.environ if environ is None else environ).get(ENV_VAR, "")
-        if context is None:
-            context = NodeContext.detached(socket.gethostname(), Path.cwd())
-        channels: list[_Channel] = []
-        for index, item in enumerate(p for p in text.split("|") if p.strip()):
-            spec, _, encoded = item.partition("=")
-            spec = spec.strip()
-            notifier_cls = load_class(NOTIFIER_GROUP, spec, Notifier, spec=spec)
-            config = notifier_cls.decode_config(_unescape(encoded))
-            name = spec if spec not in (c.name for c in channels) else f"{spec}-{index}"
-            channels.append(_Channel(notifier_cls(name, config, context),
-                                     parse_selector("kind=event"), RetryPolicy(), outbox, 10_000))
-        return cls(channels, outbox)
+        manager = cls([], outbox)
+        manager.context = context
+        for item in (p for p in text.split("|") if p.strip()):
+            type_name, _, encoded = item.partition("=")
+            type_name = type_name.strip()
+            if not type_name:
+                raise ExtensionError(f"{ENV_VAR}: entry {item!r} has no notifier type before "
+                                     "'='")
+            encoded = _unescape(encoded)
+            spec = _envelope(encoded)
+            if spec is None:
+                manager.add_handler(type_name, _config_text=encoded)
+                continue
+            try:
+                policy = msgspec.convert(spec.get("retry") or {}, RetryPolicy)
+            except msgspec.ValidationError as error:
+                raise ExtensionError(f"{ENV_VAR}: {type_name}: invalid retry: {error}") from None
+            manager.add_handler(type_name, _config_text=spec["config"], _name=spec.get("name"),
+                                _if=spec.get("if"), _retry=policy,
+                                _queue_size=spec.get("queue_size", 10_000))
+        return manager
+
+    def add_handler(self, name: str, **options: Any) -> str:
+        """Add a notifier of class ``name`` built from ``options``; return its name here.
+
+        A second notifier of one type is named ``<type>-2``, ``<type>-3``, ...
+        Added to a running manager, it starts at once.
+        """
+        notifier_cls = load_class(NOTIFIER_GROUP, name, Notifier, spec=name)
+        text = options.pop("_config_text", None)
+        given_name = options.pop("_name", None)
+        condition = options.pop("_if", None)
+        policy = options.pop("_retry", None) or RetryPolicy()
+        queue_size = options.pop("_queue_size", 10_000)
+        if text is not None:
+            config = notifier_cls.decode_config(text)
+        else:
+            try:
+                config = msgspec.convert(options, notifier_cls.Config)
+            except msgspec.ValidationError as error:
+                raise ExtensionError(f"notifier {name}: {error}", name=name) from None
+        own = given_name or name
+        count = 1
+        while own in self.channels:
+            count += 1
+            own = f"{given_name or name}-{count}"
+        try:
+            selector = parse_selector(condition or "kind=event")
+        except SelectorError as error:
+            raise ExtensionError(f"notifier {own}: if: {error}", name=own) from None
+        if self.context is None:
+            self.context = NodeContext.detached(socket.gethostname(), Path.cwd())
+        channel = _Channel(notifier_cls(own, config, self.context), selector, policy,
+                           self.outbox, queue_size)
+        self.channels[own] = channel
+        if self._running:
+            channel.start()
+            if self._bus is not None:
+                self._subscriptions.append(self._bus.subscribe(
+                    channel.selector, self._offer_to(channel), id=f"notifier.{own}"))
+        return own
 
     def environment(self) -> str:
-        """Return the ``PLATYBUS_NOTIFIERS`` value that rebuilds these notifiers elsewhere."""
+        """Return the ``PLATYBUS_NOTIFIERS`` value that rebuilds these notifiers elsewhere.
+
+        Each entry keeps the notifier's name, filter (``if``) and retry policy.
+        """
         parts = []
         for channel in self.channels.values():
-            spec = _class_spec(type(channel.notifier))
-            parts.append(f"{spec}={_escape(channel.notifier.encode_config())}")
+            spec = {ENVELOPE: 1, "name": channel.name, "if": channel.selector.source,
+                    "retry": msgspec.to_builtins(channel.policy),
+                    "queue_size": channel.queue_size,
+                    "config": channel.notifier.encode_config()}
+            parts.append(f"{_class_spec(type(channel.notifier))}="
+                         f"{_escape(msgspec.json.encode(spec).decode())}")
         return "|".join(parts)
+
+    def close(self) -> None:
+        """Close every notifier of a manager that was never started (see :func:`send_event`)."""
+        for channel in self.channels.values():
+            try:
+                channel.notifier.close()
+            except Exception:
+                log.exception("notifier %s failed to close", channel.name)
 
     # -- running -----------------------------------------------------------
 
     def start(self, bus: Bus | None = None) -> None:
         """Start every notifier's thread and, with a bus, subscribe them to it."""
         self._bus = bus
+        self._running = True
         for channel in self.channels.values():
             channel.start()
             if bus is not None:
@@ -339,6 +421,7 @@ class NotifierManager:
     def stop(self, timeout: float = 5.0) -> None:
         """Take what the bus still holds, send what is queued within half of ``timeout``,
         store the rest in the outbox."""
+        self._running = False
         if self._subscriptions and self._bus is not None:
             self._bus.flush(timeout)
         for subscription in self._subscriptions:
@@ -415,6 +498,48 @@ def _class_spec(cls: type[Notifier]) -> str:
         if value == target:
             return name
     return target
+
+
+# The key that marks an entry written by ``environment()`` (name, filter, retry, config).
+ENVELOPE = "platybus.notifier"
+
+
+def _envelope(text: str) -> dict[str, Any] | None:
+    stripped = text.strip()
+    if not stripped.startswith("{"):
+        return None
+    try:
+        value = msgspec.json.decode(stripped)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(value, dict) and value.get(ENVELOPE) == 1 and isinstance(
+            value.get("config"), str):
+        return value
+    return None
+
+
+def send_event(event: Event | Any, environ: Mapping[str, str] | None = None) -> dict[str, bool]:
+    """Send an event (or an ``EventRecord``, closed first) to the environment's notifiers.
+
+    Builds the notifiers from the environment on each call, sends in this thread
+    and closes them: a script needs no setup and no state survives the call.
+    Returns ``{notifier: sent}``.
+    """
+    close = getattr(event, "close", None)
+    message = close() if not isinstance(event, Event) and callable(close) else event
+    manager = NotifierManager.from_environment(environ)
+    try:
+        return manager.notify(message)
+    finally:
+        manager.close()
+
+
+def send_event_from_file(path: str | os.PathLike[str],
+                         environ: Mapping[str, str] | None = None) -> dict[str, bool]:
+    """Send an event file written by ``dump_event`` to ``PLATYBUS_NOTIFIERS``' notifiers."""
+    from platybus.notify.records import load_event
+
+    return send_event(load_event(path), environ)
 
 
 def _escape(text: str) -> str:

@@ -16,9 +16,11 @@ import decimal
 import hashlib
 import os
 import time
+import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import msgspec
@@ -90,30 +92,88 @@ def as_time(value: dt.datetime | float | int) -> dt.datetime:
     raise TypeError(f"expected a datetime or epoch seconds, got {type(value).__name__}")
 
 
+def human_time(value: dt.datetime | None) -> str | None:
+    """A time as people read it in a report: ``2024-05-01 12:00:00 UTC``."""
+    if value is None:
+        return None
+    return value.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+
+
+# The record's own attributes; any other attribute name is one of its values.
+_OWN = frozenset(("type", "id", "ts", "origin", "target", "parent_id"))
+
+
 class EventRecord:
-    """Builds an event: values, attachments, begin and end; immutable once closed."""
+    """Builds an event: values, attachments, begin and end; immutable once closed.
+
+    ``record.build = 42`` sets the value ``build`` and ``record.build`` reads it.
+    As a context manager the record closes on exit, keeping the ``error`` of an
+    exception that escaped the block (which still propagates).
+    """
 
     def __init__(
         self,
         type: str,
         values: Mapping[str, Any] | None = None,
         *,
+        uid: str | None = None,
         origin: str | None = None,
         target: str | None = None,
         parent_id: str | None = None,
         begin: dt.datetime | float | None = None,
     ) -> None:
         self.type = type
-        self.id = new_id()
+        self.id = uid if uid is not None else new_id()
         self.ts = time.time()
         self.origin = origin
         self.target = target
         self.parent_id = parent_id
         self._values: dict[str, Any] = dict(values or {})
         self._attachments: dict[str, Attachment] = {}
-        self._begin = as_time(begin) if begin is not None else None
+        # Begun when created, as a record of something that starts now.
+        self._begin: dt.datetime | None = (as_time(begin) if begin is not None
+                                           else dt.datetime.now(dt.UTC))
         self._end: dt.datetime | None = None
         self._closed: Event | None = None
+        self._formatters: dict[str, Callable[[Any], Any]] = {}
+
+    # -- attribute access to values ----------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names that are not attributes: those are values.
+        values = self.__dict__.get("_values")
+        if values is not None and name in values:
+            return values[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or value {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_") or name in _OWN:
+            object.__setattr__(self, name, value)
+            return
+        if hasattr(type(self), name):
+            raise AttributeError(f"{name!r} is a method of EventRecord: "
+                                 f"use record.set({name!r}, value) for a value of that name")
+        self.set(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        self._check_open()
+        if name not in self._values:
+            raise AttributeError(name)
+        del self._values[name]
+
+    # -- context manager ---------------------------------------------------
+
+    def __enter__(self) -> EventRecord:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is not None and not self.closed:
+            self._values["error"] = {
+                "type": type(exc).__name__, "message": str(exc),
+                "traceback": "".join(traceback.format_exception(exc_type, exc, tb)),
+            }
+        self.close()
 
     # -- building ----------------------------------------------------------
 
@@ -164,7 +224,34 @@ class EventRecord:
         self._closed = self._build(closed=True)
         return self._closed
 
+    def set_formatter(self, key: str, fn: Callable[[Any], Any]) -> EventRecord:
+        """Have :meth:`as_dict` show the value ``key`` as ``fn(value)``; the event keeps it."""
+        self._formatters[key] = fn
+        return self
+
     # -- reading -----------------------------------------------------------
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record for people: formatted values, human dates, attachments by name.
+
+        Lossy by design (formatters, dates as text); :meth:`dump` and
+        :func:`event_to_document` keep the lossless form.
+        """
+        values = {}
+        for key, value in self._values.items():
+            fn = self._formatters.get(key)
+            values[key] = fn(value) if fn is not None else value
+        return {
+            "id": self.id, "type": self.type, "origin": self.origin,
+            "begin": human_time(self._begin), "end": human_time(self._end),
+            "closed": self.closed, "values": values,
+            "attachments": {name: {"path": a.path, "sha1": a.sha1}
+                            for name, a in self._attachments.items()},
+        }
+
+    def get_attachments(self) -> dict[str, tuple[str, str]]:
+        """Each attached file's name with its ``(path, sha1)``."""
+        return {name: (a.path, a.sha1) for name, a in self._attachments.items()}
 
     @property
     def closed(self) -> bool:
@@ -199,9 +286,10 @@ class EventRecord:
     @classmethod
     def from_event(cls, event: Event) -> EventRecord:
         """Rebuild a record from its event (closed if the event was)."""
-        record = cls(event.type, origin=event.origin, target=event.target,
+        record = cls(event.type, uid=event.id, origin=event.origin, target=event.target,
                      parent_id=event.parent_id)
-        record.id, record.ts = event.id, event.ts
+        record.ts = event.ts
+        record._begin = None
         data = event.data
         if isinstance(data, RecordData):
             record._values = dict(data.values)

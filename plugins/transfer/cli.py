@@ -75,9 +75,10 @@ def cmd_transfer(args: argparse.Namespace, load: Load) -> int:
     if not isinstance(error, PlatybusError):
         raise error
     partial = error.details.get("result")
-    if exit_code_for(error) == 0:  # nothing to do yet: not a failure
+    if exit_code_for(error) == 0:  # not ready, or already running: nothing to do, not a failure
+        status = "busy" if type(error).__name__ == "TransferBusy" else "not_ready"
         if args.json:
-            print_json({"job": args.job, "status": "not_ready", "message": str(error)})
+            print_json({"job": args.job, "status": status, "message": str(error)})
         else:
             print(error)
         return 0

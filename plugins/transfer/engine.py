@@ -48,7 +48,9 @@ class TransferNotReady(TransferError):
 
 
 class TransferBusy(TransferError):
-    """The job is already running, in this process or another."""
+    """The job is already running, in this process or another: nothing to do (not a failure)."""
+
+    exit_code = 0
 
 
 class UnknownJob(TransferError):

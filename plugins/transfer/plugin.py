@@ -69,6 +69,8 @@ class JobConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     overwrite: Overwrite = "replace"
     max_rate: int | None = None
     chunk_size: int | None = None
+    # ``x:NAME`` sections: kept for the job's Python caller, never read here.
+    x: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class TransferConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -77,6 +79,19 @@ class TransferConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     jobs: dict[str, JobConfig] = msgspec.field(default_factory=dict)
     chunk_size: int = 256 * 1024
     fsync: bool = True
+    x: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+# The prefix of the sections a job's caller keeps for itself.
+EXTRA_PREFIX = "x:"
+
+
+def _gather_extra(options: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in options.items() if not k.startswith(EXTRA_PREFIX)}
+    extra = {k[len(EXTRA_PREFIX):]: v for k, v in options.items() if k.startswith(EXTRA_PREFIX)}
+    if extra:
+        out["x"] = {**(out.get("x") or {}), **extra}
+    return out
 
 
 class TransferPlugin(Plugin):
@@ -99,6 +114,41 @@ class TransferPlugin(Plugin):
         self._idle = threading.Condition(self._lock)
         self._running: dict[str, threading.Event] = {}
         self._stopping = False
+
+    @classmethod
+    def prepare_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Gather ``x:NAME`` sections of the plugin and of each job under ``x``."""
+        out = _gather_extra(options)
+        jobs = out.get("jobs")
+        if isinstance(jobs, dict):
+            out["jobs"] = {name: _gather_extra(job) if isinstance(job, dict) else job
+                           for name, job in jobs.items()}
+        return out
+
+    def extras(self, job: str) -> dict[str, Any]:
+        """The ``x:`` sections of the plugin and of ``job``, merged (the job's keys win)."""
+        if job not in self.config.jobs:
+            raise self._unknown(job)
+        app, own = self.config.x, self.config.jobs[job].x
+        merged = dict(app)
+        for name, value in own.items():
+            base = app.get(name)
+            merged[name] = ({**base, **value} if isinstance(base, dict) and isinstance(value, dict)
+                            else value)
+        return merged
+
+    def report_failure(self, job: str, error: BaseException) -> None:
+        """Publish ``transfer.finished`` with status ``failed`` for an error of the job's caller."""
+        spec = self._jobs.get(job)
+        if spec is None:
+            raise self._unknown(job)
+        self.log.error("transfer %s failed: %s: %s", job, type(error).__name__, error)
+        self._announce(spec, None, "failed", 0.0)
+
+    def _unknown(self, job: str) -> UnknownJob:
+        known = ", ".join(sorted(self._jobs)) or "none configured"
+        return UnknownJob(f"no transfer job named {job!r} in plugins.{self.name}.jobs "
+                          f"(jobs: {known})", action=f"{self.name}.run", job=job)
 
     def _build_job(self, name: str, job: JobConfig, where: str,
                    error: type[ConfigError] | type[ArgumentError]) -> Job:
@@ -215,9 +265,7 @@ class TransferPlugin(Plugin):
             return self._build_job("adhoc", JobConfig(**given), "", ArgumentError)
         base = self._jobs.get(job)
         if base is None:
-            known = ", ".join(sorted(self._jobs)) or "none configured"
-            raise UnknownJob(f"no transfer job named {job!r} in plugins.{self.name}.jobs "
-                             f"(jobs: {known})", action=f"{self.name}.run", job=job)
+            raise self._unknown(job)
         if not given:
             return base
         merged = msgspec.structs.asdict(self.config.jobs[job]) | given

@@ -44,13 +44,13 @@ class Chatty(Backend):
 
     def __init__(self, name, config, context):
         super().__init__(name, config, context)
-        self.register_service(port=1, name="websocket")
+        self.register_service(port=1, name="websocket", srv_type="_platybus-websocket._tcp.local.")
 
 class LateChatty(Backend):
     """Declares the same too-long service only once running."""
 
     def on_start(self):
-        self.register_service(port=1, name="websocket")
+        self.register_service(port=1, name="websocket", srv_type="_platybus-websocket._tcp.local.")
 '''
 
 

@@ -160,6 +160,9 @@ def test_a_crash_is_reported_and_the_next_event_is_handled(
 ) -> None:
     crash = publish(node, mode="crash")
     failed = outcomes.wait_for(crash.id)
+    # Sent once the crash is reported, so its limit covers starting a fresh worker only,
+    # not also the crashed one's start on a loaded machine.
+    after = publish(node, mode="ok")
     assert isinstance(failed, HandlerFailed)
     assert failed.data.error is not None
     assert failed.data.error.type == "WorkerCrashed"
@@ -294,7 +297,8 @@ def test_no_handlers_section_means_no_handler_machinery(tmp_path: Path) -> None:
     node = Node(load_config(config))
     assert node.handlers is None
     assert "handlers.status" not in node.actions
-    assert HandlerSet().status() == {"handlers": {}, "traces": []}
+    assert HandlerSet().status()["handlers"] == {}
+    assert HandlerSet().status()["traces"] == []
 
 
 def test_events_published_just_before_stop_are_handled(
