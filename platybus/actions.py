@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
+import re
 import threading
 import time
 import typing
@@ -31,6 +32,7 @@ log = logging.getLogger("platybus.actions")
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+_RST_LITERAL = re.compile(r"``([^`]+)``")
 
 
 class Named(Protocol):
@@ -128,7 +130,11 @@ class ActionSpec:
         )
         doc = (inspect.getdoc(fn) or "").strip().splitlines()
         shown = sig.replace(return_annotation=inspect.Signature.empty)
-        return cls(name=name, fn=fn, doc=doc[0] if doc else "", signature=str(shown),
+        # What people read (platybus actions, /actions, the console): plain type names
+        # and no reST markup.
+        signature = str(shown).replace("typing.", "")
+        summary = _RST_LITERAL.sub(r"\1", doc[0]) if doc else ""
+        return cls(name=name, fn=fn, doc=summary, signature=signature,
                    blocking=blocking, args_type=args_type, extra_kwargs=extra)
 
     def bind(self, args: dict[str, Any]) -> dict[str, Any]:

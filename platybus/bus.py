@@ -100,11 +100,21 @@ class Subscription:
 
 
 class _DispatchState:
-    __slots__ = ("event", "stopped")
+    __slots__ = ("event", "stopped", "tracked")
 
     def __init__(self) -> None:
         self.event: Message | None = None
         self.stopped = False
+        self.tracked = False
+
+
+class Receipt(Future[None]):
+    """A subscriber's word that a delivered message is safe with it (e.g. journaled).
+
+    A subscriber that takes a message on for later work returns one from its
+    handler (see :meth:`Bus.receipt`) and settles it once the message would
+    survive a crash; :meth:`Bus.deliver` waits for every receipt.
+    """
 
 
 class _Sync:
@@ -365,6 +375,60 @@ class Bus:
         self._enqueue(message, future)
         return future
 
+    def deliver(self, message: Message) -> Future[None]:
+        """Queue a message from a source that acknowledges it (Redis XACK, MQTT PUBACK).
+
+        The future resolves once the dispatcher has run the message's handlers and
+        every handler that took it on for later work holds it safely (its receipt is
+        settled: the intake journal committed it); the source acknowledges then. It
+        fails if the message was refused or the node stopped first: do not acknowledge.
+        Messages published earlier from the same thread are covered too (one queue,
+        handled in order), so a source may ``publish()`` a batch and ``deliver()`` its
+        last message only.
+        """
+        safe: Future[None] = Future()
+        tracked = self.publish_tracked(message)
+
+        def dispatched(done: Future[list[Any]]) -> None:
+            error = done.exception()
+            if error is not None:
+                safe.set_exception(error)
+                return
+            receipts = [r for r in done.result() if type(r) is Receipt]
+            if not receipts:
+                safe.set_result(None)
+                return
+            left = [len(receipts)]
+            lock = threading.Lock()
+
+            def settled(receipt: Future[None]) -> None:
+                failure = receipt.exception()
+                with lock:
+                    left[0] -= 1
+                    last = left[0] == 0
+                    if safe.done():
+                        return
+                    if failure is not None:
+                        safe.set_exception(failure)
+                    elif last:
+                        safe.set_result(None)
+
+            for receipt in receipts:
+                receipt.add_done_callback(settled)
+
+        tracked.add_done_callback(dispatched)
+        return safe
+
+    def receipt(self) -> Receipt | None:
+        """On the dispatcher, while it delivers a message from :meth:`deliver`: a new receipt.
+
+        ``None`` for any other delivery (nobody waits to acknowledge it).
+        """
+        state: _DispatchState | None = getattr(_dispatch, "state", None)
+        if state is None or not state.tracked:
+            return None
+        return Receipt()
+
     def _enqueue(self, message: Message, future: Future[list[Any]] | None) -> None:
         with self._cond:
             if self._stopping:
@@ -539,6 +603,7 @@ class Bus:
         return results
 
     def _dispatch_sync(self, item: _Sync, state: _DispatchState) -> None:
+        state.tracked = True
         try:
             results = self._dispatch(item.message, state, collect=True)
         except Exception as error:
@@ -546,6 +611,8 @@ class Bus:
             item.future.set_exception(error)
         else:
             item.future.set_result(results)
+        finally:
+            state.tracked = False
 
     def _call_blocking(self, sub: Subscription, message: Message) -> Any:
         try:

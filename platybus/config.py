@@ -33,7 +33,7 @@ KeyPath = tuple[str | int, ...]
 
 SECTIONS = (
     "include", "node", "backends", "plugins", "discovery", "hooks", "procedures", "cron",
-    "scripts", "handlers", "notifiers", "traces", "automation",
+    "scripts", "handlers", "notifiers", "traces", "automation", "journal",
 )
 
 _ENV = re.compile(r"\$(\$?)\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")

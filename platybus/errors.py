@@ -21,12 +21,14 @@ Every error platybus raises on purpose is a :class:`PlatybusError`::
     │   ├── DuplicateSubscriberError a subscriber id is taken
     │   └── NoRouteError             no way to reach the target node
     ├── LinkError                    a connection to an outside service failed
-    │   └── RemoteError              a node's HTTP API answered with an error
+    │   ├── RemoteError              a node's HTTP API answered with an error
+    │   └── ListenError              a server cannot listen on its address (a port in use)
     ├── IsolationError               work sent to a worker process did not complete
     │   ├── HandlerError             the code raised in its worker (type, message, traceback)
     │   ├── HandlerTimeout           past its hard limit: its worker was killed
     │   └── WorkerCrashed            its worker process died
     ├── RecordClosed                 an event record was changed after close()
+    ├── JournalError                 the intake journal cannot be read or written
     ├── NodeError                    the node cannot do what was asked
     │   ├── NodeNotReady             the node is starting or stopping
     │   └── NodeAlreadyRunning       another node holds the same id and data dir
@@ -200,6 +202,10 @@ class RemoteError(LinkError):
         super().__init__(message, status=status, type=type)
 
 
+class ListenError(LinkError):
+    """A server cannot listen on its address, e.g. because the port is in use."""
+
+
 class IsolationError(PlatybusError):
     """Work sent to a worker process did not complete."""
 
@@ -226,6 +232,10 @@ class WorkerCrashed(IsolationError):
 
 class RecordClosed(PlatybusError):
     """An event record was changed after it was closed."""
+
+
+class JournalError(PlatybusError):
+    """The intake journal (SQLite in the data dir) cannot be opened, read or written."""
 
 
 class NodeError(PlatybusError):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 
 from platybus.actions import action
-from platybus.errors import ExtensionError
+from platybus.errors import ExtensionError, PlatybusError
 from platybus.loader import available, load_class
 from platybus.messages import Event, Message, Request, Response
 
@@ -179,6 +179,11 @@ class Backend(threading.Thread):
         try:
             self.on_start()
             self.loop()
+        except PlatybusError as error:
+            # Expected (a port in use, a refused connection): the node reports it in one
+            # line; the traceback is only for debugging.
+            self.failure = error
+            self.log.debug("backend %s failed", self.backend_name, exc_info=True)
         except BaseException as error:
             self.failure = error
             self.log.exception("backend %s failed", self.backend_name)

@@ -9,7 +9,7 @@ their own (the http backend) write them with the same :class:`PrometheusText`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from platybus.actions import ActionSpec
@@ -82,4 +82,28 @@ def render_metrics(stats: BusStats, backend_events: Mapping[str, int],
                [({"action": s.name}, s.stats.errors) for s in specs])
     out.metric("action_seconds_total", "counter", "Time spent in each action.",
                [({"action": s.name}, round(s.stats.seconds, 6)) for s in specs])
+    return out.text()
+
+
+def render_hook_metrics(counters: Mapping[str, Any]) -> str:
+    """Render hook runs (dropped, waiting, repeated, resumed) and the journal's counters."""
+    out = PrometheusText()
+    lanes = counters["lanes"]
+    out.value("hook_runs_total", "counter", "Hook runs started or accepted.", counters["runs"])
+    out.metric("hook_runs_dropped_total", "counter",
+               "Hook runs dropped because a max_queued set in the config was reached.",
+               [({"hook": name}, dropped) for name, dropped, _ in lanes])
+    out.metric("hook_runs_waiting", "gauge",
+               "Hook runs waiting for room (in memory and in the journal).",
+               [({"hook": name}, waiting) for name, _, waiting in lanes])
+    out.value("hook_runs_repeated_total", "counter",
+              "Deliveries of a message the journal had already accepted (not run again).",
+              counters["repeated"])
+    out.value("hook_runs_resumed_total", "counter",
+              "Unfinished runs taken up again from the journal at start.", counters["resumed"])
+    if counters["journal"] is not None:
+        accepted, finished = counters["journal"]
+        out.value("journal_accepted_total", "counter", "Runs written to the intake journal.",
+                  accepted)
+        out.value("journal_finished_total", "counter", "Journal runs marked done.", finished)
     return out.text()

@@ -1,9 +1,11 @@
 """The :class:`Node`: builds everything from config, starts and stops it in order.
 
-Start order: bus → plugins → notifiers → transports (backends marked ``transport``,
-such as the Redis link) → other backends → handlers → automation → discovery
-(zeroconf announce and browse) → ``node.started``. Stop runs the same steps in
-reverse, each bounded by ``node.stop_timeout``, and is idempotent.
+Start order, every subscriber before any source: bus → plugins → notifiers →
+handlers → automation (hooks subscribed, the journal's unfinished runs resumed,
+cron armed) → transports (backends marked ``transport``, such as the Redis link)
+→ other backends (file monitor, HTTP) → cron firing → discovery (zeroconf
+announce and browse) → ``node.started``. Stop runs the same steps in reverse,
+each bounded by ``node.stop_timeout``, and is idempotent.
 """
 
 from __future__ import annotations
@@ -136,9 +138,6 @@ class Node:
                 "notifiers.status", notifiers.status, blocking=False))
             self._steps.append(Phase("notifiers", lambda: notifiers.start(self.bus),
                                      lambda: notifiers.stop(config.node.stop_timeout)))
-        self._steps.append(Phase("transport", lambda: self._start_backends(transport=True),
-                                 lambda: self._stop_backends(transport=True)))
-        self._steps.append(Phase("backends", self._start_backends, self._stop_backends))
         self.handlers: HandlerSet | None = None
         if config.section("handlers"):
             from platybus.isolation.handlers import HandlerSet
@@ -148,7 +147,14 @@ class Node:
             handlers = self.handlers = HandlerSet.from_config(config, self.context)
             self._steps.append(Phase("handlers", handlers.start,
                                      lambda: handlers.stop(config.node.stop_timeout)))
-        self._steps.append(Phase("automation", self.automation.start, self.automation.stop))
+        # Every subscriber before any source: what a transport or backend delivers at
+        # start-up (a Redis backlog, a file just created) finds its hooks in place.
+        self._steps.append(Phase("automation", lambda: self.automation.start(fire_cron=False),
+                                 self.automation.stop))
+        self._steps.append(Phase("transport", lambda: self._start_backends(transport=True),
+                                 lambda: self._stop_backends(transport=True)))
+        self._steps.append(Phase("backends", self._start_backends, self._stop_backends))
+        self._steps.append(Phase("cron", self.automation.start_cron, self.automation.stop_cron))
         self._steps.append(
             Phase("discovery", lambda: self.discovery.start(self.services()), self.discovery.stop))
         self._stop_lock = threading.Lock()
@@ -178,9 +184,9 @@ class Node:
             raise
         self.state = "ready"
         self.started_at = time.time()
-        log.info("node %s ready in %.3fs (%d plugins, %d backends, %d actions)",
-                 self.id, time.monotonic() - began, len(self.plugins), len(self.backends),
-                 len(self.actions.specs()))
+        log.info("node %s ready in %.3fs (%s, %s, %s)", self.id, time.monotonic() - began,
+                 counted(len(self.plugins), "plugin"), counted(len(self.backends), "backend"),
+                 counted(len(self.actions.specs()), "action"))
         self.bus.publish(NodeStarted(origin=self.id,
                                      data=NodeEventData(node_id=self.id, version=__version__)))
 
@@ -357,11 +363,11 @@ class Node:
 
     def metrics(self) -> str:
         """Return counters in the Prometheus text format."""
-        from platybus.metrics import render_metrics
+        from platybus.metrics import render_hook_metrics, render_metrics
 
         return render_metrics(
             self.bus.stats(), {name: b.events_sent for name, b in self.backends.items()},
-            self.actions.specs())
+            self.actions.specs()) + render_hook_metrics(self.automation.counters())
 
 
 def _with_defaults(plugins: dict[str, ExtensionConfig]) -> list[ExtensionConfig]:
@@ -387,3 +393,8 @@ def _typed(cls: type[Plugin] | type[Backend], ext: ExtensionConfig, config: Conf
 def validate(config: Config) -> Node:
     """Build (without starting) a node from ``config``: every check that needs no I/O."""
     return Node(config)
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 plugin``, ``2 plugins``: a count with its noun in the right number."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -24,7 +24,7 @@ from platybus.errors import (
     ActionError,
     ArgumentError,
     DecodeError,
-    NodeError,
+    ListenError,
     PlatybusError,
 )
 from platybus.extensions import Backend, NodeContext
@@ -92,10 +92,14 @@ class HttpBackend(Backend):
             try:
                 await site.start()
             except OSError as error:
-                raise NodeError(
-                    f"http: cannot listen on {self.config.host}:{self.config.port}: "
-                    f"{error.strerror or error}", host=self.config.host, port=self.config.port,
-                ) from error
+                reason = error.strerror or str(error)
+                if "address already in use" in str(error).lower():
+                    reason = "the address is already in use"
+                raise ListenError(
+                    f"backends.{self.backend_name}: cannot listen on {self.config.host}:"
+                    f"{self.config.port}: {reason}; set backends.{self.backend_name}.port to a "
+                    "free port (0 picks one) or stop what holds it",
+                    host=self.config.host, port=self.config.port) from None
             server = getattr(site, "_server", None)
             sockets = getattr(server, "sockets", None) or []
             if sockets:

@@ -20,6 +20,7 @@ from platybus.config import Config
 from platybus.errors import ActionError, ArgumentError, DecodeError
 from platybus.extensions import NodeContext
 from platybus.isolation.pool import ProcessPool
+from platybus.journal import Journal, JournalConfig
 from platybus.messages import Event
 
 log = logging.getLogger("platybus.automation")
@@ -60,7 +61,13 @@ class Automation:
             if job.name in names:
                 raise source.error(("cron", job.name), "a script defines a job with this "
                                                        "name too")
-        self.hooks = HookRunner([*hooks, *scripts.hooks], self.engine, self.store)
+        all_hooks = [*hooks, *scripts.hooks]
+        journal_options = config.convert(config.section("journal") or {}, JournalConfig,
+                                         ("journal",))
+        # Durable hooks record their runs there; the others only wait there for room.
+        self.journal = (Journal(context.data_dir / journal_options.file, journal_options)
+                        if all_hooks else None)
+        self.hooks = HookRunner(all_hooks, self.engine, self.store, self.journal)
         options = config.convert(config.section("automation") or {}, AutomationOptions,
                                  ("automation",))
         if options.process_workers < 1:
@@ -90,8 +97,12 @@ class Automation:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the trace writer, the hooks and the cron scheduler."""
+    def start(self, *, fire_cron: bool = True) -> None:
+        """Start the trace writer, the hooks (resuming the journal's runs) and cron.
+
+        A node passes ``fire_cron=False`` and calls :meth:`start_cron` once its
+        sources are up: jobs are armed, but fire only then.
+        """
         if self._started:
             return
         self._started = True
@@ -100,9 +111,19 @@ class Automation:
         if self.engine.processes is not None:
             self.engine.processes.start()
         self.hooks.start(self.context.bus)
-        self.cron.start()
+        if fire_cron:
+            self.cron.start()
         log.info("automation: %d hooks, %d procedures, %d cron jobs", len(self.hooks.hooks),
                  len(self.procedures), len(self.cron.jobs))
+
+    def start_cron(self) -> None:
+        """Let the cron scheduler fire (the node's last step before discovery)."""
+        if self._started:
+            self.cron.start()
+
+    def stop_cron(self) -> None:
+        """Stop the cron scheduler; idempotent."""
+        self.cron.stop(self.stop_timeout)
 
     def stop(self) -> None:
         """Stop in reverse order, each part bounded; idempotent."""
@@ -150,18 +171,44 @@ class Automation:
             "hooks": [{"name": h.name, "priority": h.priority, "enabled": h.enabled,
                        "mode": h.mode, "inline": h.inline,
                        "running": len(h.lane.active) if h.lane else 0,
-                       "waiting": len(h.lane.pending) if h.lane else 0}
+                       "durable": h.durable,
+                       "waiting": len(h.lane.pending) + h.lane.parked if h.lane else 0,
+                       "waiting_in_journal": h.lane.parked if h.lane else 0,
+                       "dropped": h.lane.dropped if h.lane else 0}
                       for h in self.hooks.hooks],
             "procedures": sorted(p.action for p in self.procedures),
             "cron": self.cron.status(),
             "events": self.hooks.events,
             "runs": self.hooks.runs,
             "throttled": self.hooks.throttled,
+            "duplicates": self.hooks.duplicates,
+            "resumed": self.hooks.resumed,
+            "journal": self.journal_status(),
             "scripts": self.scripts,
             "traces": {"enabled": self.store.enabled, "kept": len(self.store),
                        "file": str(self.store.path) if self.store.path else None,
                        "written": self.store.written},
         }
+
+
+    def counters(self) -> dict[str, Any]:
+        """Hook run counters and each hook's lane (dropped, waiting) as plain values."""
+        hooks = self.hooks
+        journal = self.journal
+        return {
+            "runs": hooks.runs, "repeated": hooks.duplicates, "resumed": hooks.resumed,
+            "lanes": [(h.name, h.lane.dropped, len(h.lane.pending) + h.lane.parked)
+                      for h in hooks.hooks if h.lane is not None],
+            "journal": None if journal is None else (journal.accepted, journal.finished),
+        }
+
+    def journal_status(self) -> dict[str, Any] | None:
+        """The journal's file and counters (``None`` without hooks)."""
+        journal = self.journal
+        if journal is None:
+            return None
+        return {"file": str(journal.path), "accepted": journal.accepted,
+                "finished": journal.finished, "resumed": journal.resumed}
 
 
 def decode_event(context: NodeContext, event: Any) -> Event:

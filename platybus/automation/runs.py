@@ -16,16 +16,23 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from platybus.automation.trace import ActionRecord, Trace, TraceStore, clip
 from platybus.messages import new_id
 
+if TYPE_CHECKING:
+    from platybus.journal import Journal
+
 log = logging.getLogger("platybus.automation")
 
 Mode = Literal["parallel", "queue", "skip", "restart"]
+
+STOPPING = "the node is stopping"
+# Runs kept waiting in memory per lane when its overflow goes to the journal.
+IN_MEMORY = 1000
 
 
 class RunStopped(Exception):
@@ -48,9 +55,9 @@ class Return(Exception):
 class Run:
     """One execution of a hook, procedure or cron job."""
 
-    __slots__ = ("_finished", "_lock", "actions", "cond", "deadline", "id", "kind",
-                 "lane", "message_id", "name", "outcome", "parent", "slot", "stop_reason",
-                 "store", "t0", "timeout", "ts", "variables")
+    __slots__ = ("_finished", "_lock", "actions", "cond", "deadline", "id", "journal",
+                 "kind", "lane", "message_id", "name", "note", "outcome", "parent", "seq",
+                 "slot", "stop_reason", "store", "t0", "timeout", "ts", "variables")
 
     deadline: float | None
     parent: Run | None
@@ -91,6 +98,10 @@ class Run:
         self.stop_reason: tuple[str, str] | None = None
         self.outcome: str | None = None
         self.lane: Lane | None = None
+        # Set when the intake journal holds this run: its row is marked done at the end.
+        self.journal: Journal | None = None
+        self.seq = 0
+        self.note: str | None = None
         self._finished = False
         self._lock = threading.Lock()
 
@@ -172,13 +183,16 @@ class Run:
                 return False
             self._finished = True
         self.outcome = outcome
+        journal = self.journal
+        if journal is not None and not (outcome == "cancelled" and error == STOPPING):
+            journal.done(self.seq)  # a run the node's stop cut short runs again at start
         if self.store.enabled:
             limit = self.store.limit
             self.store.add(Trace(
                 id=self.id, kind=self.kind, name=self.name, ts=self.ts,
                 message_id=self.message_id,
                 parent=self.parent.id if self.parent is not None else None,
-                slot=self.slot, outcome=outcome, error=error,
+                slot=self.slot, outcome=outcome, error=error, note=self.note,
                 duration=round(time.perf_counter() - self.t0, 6),
                 variables=clip(self.variables, limit) if self.variables else {},
                 actions=[_ended(a, outcome) for a in self.actions],
@@ -194,21 +208,31 @@ class Run:
 
 
 Starter = Callable[[Run, dict[str, Any]], None]
+# Called with a run to keep in the journal for lack of room, or (None, None) to ask for
+# the runs waiting there to come back.
+Spill = Callable[[Run | None, dict[str, Any] | None], None]
 
 
 class Lane:
     """One hook's or job's concurrency: how a new run meets a run still going."""
 
-    def __init__(self, name: str, mode: Mode, max_parallel: int, max_queued: int,
-                 start: Starter) -> None:
+    def __init__(self, name: str, mode: Mode, max_parallel: int, max_queued: int | None,
+                 start: Starter, spill: Spill | None = None) -> None:
         self.name = name
         self.mode = mode
         self.limit = max_parallel if mode == "parallel" else 1
+        # ``None``: never drop. With ``spill``, runs past IN_MEMORY wait in the journal.
         self.max_queued = max_queued
+        self.spill = spill if max_queued is None else None
+        self._room = max_queued if max_queued is not None else (
+            IN_MEMORY if spill is not None else None)
         self._start = start
         self._lock = threading.Lock()
         self.active: set[Run] = set()
         self.pending: deque[tuple[Run, dict[str, Any]]] = deque()
+        self.parked = 0
+        self.dropped = 0
+        self._refilling = False
 
     def offer(self, run: Run, scope: dict[str, Any], queue: bool | None = None) -> str:
         """Start, queue, skip or restart for ``run``; return what happened.
@@ -218,11 +242,16 @@ class Lane:
         run.lane = self
         cancel: list[Run] = []
         dropped: list[tuple[Run, str]] = []
+        park = False
+        room = self._room
         with self._lock:
-            if len(self.active) < self.limit and not self.pending:
+            if len(self.active) < self.limit and not self.pending and not self.parked:
                 self.active.add(run)
                 start = True
-            elif queue and len(self.pending) < self.max_queued:
+            elif self.parked and self.mode not in ("skip", "restart"):
+                start = False  # older runs wait in the journal: this one goes behind them
+                park = True
+            elif queue and (room is None or len(self.pending) < room):
                 start = False
                 self.pending.append((run, scope))
             elif self.mode == "skip":
@@ -235,12 +264,24 @@ class Lane:
                             for r, _ in self.pending]
                 self.pending.clear()
                 self.pending.append((run, scope))
-            elif len(self.pending) >= self.max_queued:
+            elif room is not None and len(self.pending) >= room:
                 start = False
-                dropped.append((run, f"dropped: {self.max_queued} runs already waiting"))
+                if self.spill is not None:
+                    park = True
+                else:
+                    self.dropped += 1
+                    dropped.append((run, f"dropped: {self.max_queued} runs already waiting "
+                                         "(max_queued)"))
             else:
                 start = False
                 self.pending.append((run, scope))
+            if park:
+                self.parked += 1
+        if park:
+            assert self.spill is not None
+            run.lane = None
+            self.spill(run, scope)
+            return "parked"
         for old, reason in dropped:
             old.lane = None
             old.finish("skipped" if reason.startswith(("skipped", "replaced")) else "dropped",
@@ -254,15 +295,53 @@ class Lane:
             return run.outcome or "skipped"
         return "queued"
 
+    def unpark(self, runs: list[tuple[Run, dict[str, Any]]], more: bool) -> None:
+        """Take back runs that waited in the journal (oldest first); ``more`` if some still do."""
+        starts: list[tuple[Run, dict[str, Any]]] = []
+        with self._lock:
+            self._refilling = False
+            self.parked = max(0, self.parked - len(runs)) if more else 0
+            for run, scope in runs:
+                run.lane = self
+                self.pending.append((run, scope))
+            while self.pending and len(self.active) < self.limit:
+                nxt = self.pending.popleft()
+                self.active.add(nxt[0])
+                starts.append(nxt)
+        for run, scope in starts:
+            self._start(run, scope)
+
+    def add_parked(self, count: int) -> None:
+        """Count runs that already wait in the journal (left by the last run of the node)."""
+        with self._lock:
+            self.parked += count
+
+    def wants_refill(self) -> bool:
+        """Whether runs wait in the journal and there is room for them in memory (once)."""
+        with self._lock:
+            if (self.parked and not self._refilling
+                    and len(self.pending) <= IN_MEMORY // 2):
+                self._refilling = True
+                return True
+            return False
+
     def release(self, run: Run) -> None:
         """A run finished (or was stopped): start the next waiting one, if any."""
         with self._lock:
             self.active.discard(run)
+            refill = (self.parked and not self._refilling
+                      and len(self.pending) <= IN_MEMORY // 2)
+            if refill:
+                self._refilling = True
             if not self.pending or len(self.active) >= self.limit:
-                return
-            nxt, scope = self.pending.popleft()
-            self.active.add(nxt)
-        self._start(nxt, scope)
+                nxt = None
+            else:
+                nxt, scope = self.pending.popleft()
+                self.active.add(nxt)
+        if refill and self.spill is not None:
+            self.spill(None, None)  # ask for the next runs waiting in the journal
+        if nxt is not None:
+            self._start(nxt, scope)
 
     def stop_all(self, reason: str) -> None:
         """Stop every active run and forget the waiting ones (the node is stopping)."""
@@ -273,6 +352,8 @@ class Lane:
         for run, _ in pending:
             run.lane = None
             run.finish("cancelled", reason)
+        with self._lock:
+            self.parked = 0
         for run in active:
             run.stop("cancelled", reason)
 

@@ -59,15 +59,15 @@ def _mark(mark: Mark) -> Callable[[F], F]:
 
 def hook(condition: str | Mapping[str, Any], *, name: str | None = None, priority: int = 100,
          stop: bool = False, enabled: bool = True, timeout: float | None = 60.0,
-         mode: Mode = "parallel", max_parallel: int = 10, max_queued: int = 1000,
-         isolation: Isolation = "thread") -> Callable[[F], F]:
+         mode: Mode = "parallel", max_parallel: int = 10, max_queued: int | None = None,
+         durable: bool = True, isolation: Isolation = "thread") -> Callable[[F], F]:
     """Mark ``fn(event)`` or ``fn(event, ctx)`` as a hook on events matching ``condition``;
     with ``isolation="process"``, ``fn(event)`` runs in a worker process."""
     return _mark(Mark("hook", name, {
         "if": condition if isinstance(condition, str) else dict(condition), "then": [],
         "priority": priority, "stop": stop, "enabled": enabled, "timeout": timeout,
         "mode": mode, "max_parallel": max_parallel, "max_queued": max_queued,
-        "isolation": isolation}))
+        "durable": durable, "isolation": isolation}))
 
 
 def procedure(fn: F | None = None, *, name: str | None = None,

@@ -70,6 +70,7 @@ class Trace(msgspec.Struct, omit_defaults=True, kw_only=True):
     slot: str | None = None
     outcome: str
     error: str | None = None
+    note: str | None = None
     duration: float = 0.0
     variables: dict[str, Any] = msgspec.field(default_factory=dict)
     actions: list[ActionRecord] = msgspec.field(default_factory=list)

@@ -58,12 +58,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a config without starting anything."""
-    from platybus.node import validate
+    from platybus.node import counted, validate
 
     config = load(args)
     node = validate(config)
-    print(f"{config.file}: ok (node {node.id}: {len(node.plugins)} plugins, "
-          f"{len(node.backends)} backends, {len(node.actions.specs())} actions)")
+    print(f"{config.file}: ok (node {node.id}: {counted(len(node.plugins), 'plugin')}, "
+          f"{counted(len(node.backends), 'backend')}, "
+          f"{counted(len(node.actions.specs()), 'action')})")
     return 0
 
 

@@ -6,8 +6,9 @@ batches whatever is waiting into one pipeline: several messages per stream
 entry, ``XADD ... MAXLEN ~`` per stream and the pending ``XACK``\\ s. The reader
 blocks in one ``XREADGROUP`` over the event stream and this node's inbox,
 checks and decodes entries, drops duplicates (:mod:`platybus.link.inbound`) and
-publishes what is left on the bus; an entry is acknowledged once the
-dispatcher has handled its messages.
+publishes what is left on the bus; an entry is acknowledged once its messages
+are safe (:meth:`~platybus.bus.Bus.deliver`: dispatched, and written to the
+intake journal by the hooks that will run for them).
 After every (re)connection the reader first takes back the entries left
 pending by a previous run (``XAUTOCLAIM``). See ``docs/multi-node.md``.
 """
@@ -149,7 +150,7 @@ class StreamLink:
         while self._reader.is_alive() and time.monotonic() < deadline:
             self._unblock_reader()
             self._reader.join(0.1)
-        # Entries already on the bus get acknowledged when the dispatcher is done with them.
+        # Entries already on the bus get acknowledged once they are safe (journaled).
         for future in list(self._inflight):
             with contextlib.suppress(Exception):  # a timeout only means no ack: read again later
                 future.exception(max(0.0, min(1.0, deadline - time.monotonic())))
@@ -546,7 +547,9 @@ class StreamLink:
 
         def acknowledge(done: Future[Any]) -> None:
             self._inflight.discard(done)
-            self._queue_acks(stream, ack)
+            if done.exception() is None:
+                self._queue_acks(stream, ack)
+            # else: not safe with this node (it stopped first): left pending, read again
 
         future.add_done_callback(acknowledge)
 
@@ -557,7 +560,7 @@ class StreamLink:
         while True:
             try:
                 if tracked:
-                    return True, bus.publish_tracked(message)
+                    return True, bus.deliver(message)
                 bus.publish(message)
                 return True, None
             except QueueFullError:

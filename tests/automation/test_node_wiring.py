@@ -55,7 +55,9 @@ def test_start_order(tmp_path: Path) -> None:
     path.write_text(f"node: {{id: order, data_dir: {tmp_path / 'data'}}}\n")
     node = Node(load_config(path))
     order = [step.name for step in node._steps]
-    assert order.index("automation") == order.index("backends") + 1
+    # Every subscriber before any source; cron fires once the sources are up.
+    assert order[order.index("actions"):] == ["actions", "automation", "transport", "backends",
+                                              "cron", "discovery"]
     node.start()
     assert node.automation.hooks._thread is None  # no hooks: no thread, no subscription
     node.stop()

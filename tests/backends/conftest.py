@@ -120,7 +120,7 @@ class NodeProcess:
     """One ``platybus run`` process with the probe plugin and the redis backend."""
 
     def __init__(self, base: Path, node_id: str, url: str, prefix: str,
-                 redis_options: dict[str, Any]) -> None:
+                 redis_options: dict[str, Any], sections: dict[str, Any] | None = None) -> None:
         self.id = node_id
         self.dir = base / node_id
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +133,7 @@ class NodeProcess:
                      "extensions_path": [str(EXT_DIR)]},
             "plugins": {"probe": {"class": "platybus_probe:ProbePlugin"}},
             "backends": {"redis": options},
+            **(sections or {}),
         }
         self.config = self.dir / "config.yaml"
         self.config.write_text(json.dumps(config))  # JSON is YAML
@@ -189,6 +190,22 @@ class NodeProcess:
         return [e["n"] for e in self.events()
                 if e["type"] == "probe.tick" and e["origin"] == origin]
 
+    def counted(self) -> list[dict[str, Any]]:
+        """Every run of ``probe.count`` (``n``, ``id``, ``pid``), in the order they started."""
+        path = self.data / "counted.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    def wait_counted(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Wait until ``count`` distinct events were counted; return every run."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = self.counted()
+            if len({r["n"] for r in runs}) >= count or time.monotonic() > deadline:
+                return runs
+            time.sleep(0.05)
+
     def wait_events(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while True:
@@ -216,8 +233,8 @@ def launch(tmp_path: Path, redis_url: str, prefix: str,
     started: list[NodeProcess] = []
 
     def start(node_id: str, url: str | None = None, wait: bool = True,
-              **redis_options: Any) -> NodeProcess:
-        node = NodeProcess(tmp_path, node_id, url or redis_url, prefix, redis_options)
+              sections: dict[str, Any] | None = None, **redis_options: Any) -> NodeProcess:
+        node = NodeProcess(tmp_path, node_id, url or redis_url, prefix, redis_options, sections)
         started.append(node)
         node.start()
         if wait:

@@ -18,7 +18,7 @@ import yaml
 from platybus.backends.http.backend import HttpBackend
 
 from platybus.config import load_config
-from platybus.errors import ConfigError, NodeError
+from platybus.errors import ConfigError, ListenError
 from platybus.messages import Event
 from platybus.node import Node
 
@@ -285,7 +285,8 @@ def test_port_in_use_fails_the_start_with_a_clear_error(
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        with pytest.raises(NodeError, match=r"cannot listen on 127\.0\.0\.1"):
+        with pytest.raises(ListenError, match=r"cannot listen on 127\.0\.0\.1.*set "
+                                              r"backends\.http\.port to a free port"):
             start_node(port=taken.getsockname()[1])
 
 

@@ -248,3 +248,21 @@ def test_version_flag(tmp_path: Path) -> None:
     result = run_cli("--version", cwd=tmp_path)
     assert result.returncode == 0
     assert result.stdout.strip() == f"platybus {__version__}"
+
+
+def test_a_port_in_use_is_one_line_naming_the_key_and_exit_code_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "config.yaml"
+        config.write_text(f"node: {{id: busy, data_dir: {tmp_path / 'data'}}}\n"
+                          f"backends:\n  http: {{port: {port}}}\n")
+        result = run_cli("run", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "cannot listen" in line]
+    assert errors == [f"platybus: backends.http: cannot listen on 127.0.0.1:{port}: the address "
+                      "is already in use; set backends.http.port to a free port (0 picks one) "
+                      "or stop what holds it"]
+    assert " ERROR " not in result.stderr

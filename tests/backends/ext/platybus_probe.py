@@ -6,6 +6,7 @@ Loaded with ``class: platybus_probe:ProbePlugin`` from ``node.extensions_path``.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ class ProbePlugin(Plugin):
         self._lock = threading.Lock()
         self._events = open(self.dir / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self._marks = open(self.dir / "marks.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._counted = open(self.dir / "counted.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._sub: Subscription = self.context.bus.subscribe("type=probe.*", self._record)
@@ -36,6 +38,7 @@ class ProbePlugin(Plugin):
         self._sub.unsubscribe()
         self._events.close()
         self._marks.close()
+        self._counted.close()
 
     def _record(self, event: Event) -> None:
         line = json.dumps({"id": event.id, "type": event.type, "origin": event.origin,
@@ -61,6 +64,17 @@ class ProbePlugin(Plugin):
             self._marks.write(json.dumps({"tag": tag}) + "\n")
             self._marks.flush()
         return self.context.node_id
+
+    @action
+    def count(self, n: int, id: str = "", sleep: float = 0.0) -> int:
+        """A hook's counting action: record ``n`` (written before it returns), then sleep."""
+        line = json.dumps({"n": n, "id": id, "pid": os.getpid()})
+        with self._lock:
+            self._counted.write(line + "\n")
+            self._counted.flush()  # in the OS's hands: a kill -9 of this process keeps it
+        if sleep:
+            time.sleep(sleep)
+        return n
 
     @action
     def relay(self, node: str, action: str, args: dict[str, Any] | None = None,
