@@ -252,9 +252,9 @@ class MqttBackend(Backend):
             lambda done: self._ack(msg, generation) if done.exception() is None else None)
         return None
 
-    def _when_safe(self, event: Message) -> Future[Any]:
-        """A future that resolves once the bus has handled the event."""
-        return self.context.bus.publish_tracked(event)
+    def _when_safe(self, event: Message) -> Future[None]:
+        """A future that resolves once every durable hook's run of the event is journaled."""
+        return self.context.bus.deliver(event)
 
     @staticmethod
     def _decode(raw: bytes, sub: Subscription) -> tuple[Any, str | None]:
