@@ -115,10 +115,12 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 class Outside:
     """A separate paho client: what a device or Home Assistant would be."""
 
-    def __init__(self, port: int, client_id: str = "outside") -> None:
+    def __init__(self, port: int, client_id: str = "outside", persistent: bool = False) -> None:
         self.messages: list[paho.MQTTMessage] = []
         self.lock = threading.Lock()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=not persistent)
+        self.client.reconnect_delay_set(1, 1)
         self.client.on_message = self._on_message
         self.connected = threading.Event()
         self.client.on_connect = lambda *args: self.connected.set()
