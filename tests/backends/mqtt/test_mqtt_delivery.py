@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from platybus.node import Node
 from tests.backends.mqtt.harness import Broker, NodeProcess, Outside, node_config, wait_for
 from tests.backends.mqtt.test_mqtt_bridge import collect, online
@@ -57,6 +59,7 @@ def test_publishes_while_the_broker_is_away_survive_a_node_restart(
         watcher.close()
 
 
+@pytest.mark.slow
 def test_last_will_when_the_node_is_killed_and_birth_on_every_connect(
         tmp_path: Path, broker: Broker, node_process: Callable[[Path], NodeProcess]) -> None:
     outside = Outside(broker.port, "status-watcher", persistent=True)  # kept across restarts
@@ -74,7 +77,8 @@ def test_last_will_when_the_node_is_killed_and_birth_on_every_connect(
     try:
         late.subscribe(STATUS)
         wait_for(lambda: late.on(STATUS), what="the retained status")
-        assert late.on(STATUS)[0].payload == b"online" and late.on(STATUS)[0].retain
+        assert late.on(STATUS)[0].payload == b"online"
+        assert late.on(STATUS)[0].retain
     finally:
         late.close()
         outside.close()
