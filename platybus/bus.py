@@ -11,12 +11,11 @@ callbacks of the requests they answer (:mod:`platybus.replies` keeps those).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Literal, Protocol
@@ -25,7 +24,6 @@ import msgspec
 
 from platybus.errors import (
     BusError,
-    DuplicateSubscriberError,
     NodeNotReady,
     NoRouteError,
     PlatybusError,
@@ -34,16 +32,17 @@ from platybus.errors import (
 from platybus.expr import Selector, parse_selector
 from platybus.messages import Message, Request, Response, _cause, _dispatch
 from platybus.replies import Replies, ReplyCallback, error_response, timeout_error
+from platybus.subscriptions import MessageHandler, Subscription, Subscriptions
 from platybus.threads import WorkerPool
+
+__all__ = ["Bus", "BusConfig", "BusStats", "MessageHandler", "Subscription", "Transport"]
 
 log = logging.getLogger("platybus.bus")
 
-MessageHandler = Callable[[Any], Any]
 Policy = Literal["block", "reject"]
 
 _LATENCY_SAMPLES = 4096
 _now = time.perf_counter
-_INDEX_LIMIT = 4096
 
 
 class Transport(Protocol):
@@ -61,42 +60,6 @@ class BusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     block_timeout: float = 5.0
     workers: int = 16
     request_timeout: float = 30.0
-
-
-class Subscription:
-    """A registered handler; ``unsubscribe()`` (or calling it) removes it."""
-
-    __slots__ = ("_bus", "blocking", "check", "handler", "id", "priority", "selector", "seq")
-
-    def __init__(
-        self,
-        bus: Bus,
-        id: str,
-        selector: Selector,
-        handler: MessageHandler,
-        priority: int,
-        blocking: bool,
-        seq: int,
-    ) -> None:
-        self._bus = bus
-        self.id = id
-        self.selector = selector
-        self.handler = handler
-        self.priority = priority
-        self.blocking = blocking
-        self.seq = seq
-        # The index already selects by kind and exact type; skip a test it makes redundant.
-        self.check: Callable[[Any], bool] | None = (
-            None if selector.implied_by_index else selector.matches)
-
-    def unsubscribe(self) -> None:
-        """Remove this subscription; does nothing if already removed."""
-        self._bus.unsubscribe(self.id)
-
-    __call__ = unsubscribe
-
-    def __repr__(self) -> str:
-        return f"<Subscription {self.id} {self.selector.source!r} priority={self.priority}>"
 
 
 class _DispatchState:
@@ -158,10 +121,7 @@ class Bus:
         self._blocked_producers = 0
         # Threads that must never wait for room (an event loop): refused at once when full.
         self._never_wait: set[int] = set()
-        self._subs: dict[str, Subscription] = {}
-        self._subs_lock = threading.Lock()
-        self._index: dict[tuple[str, str | None], list[Subscription]] = {}
-        self._seq = itertools.count()
+        self._subs = Subscriptions()
         self._replies = Replies(node_id, self.config.request_timeout)
         self._direct_lock = threading.Lock()
         self._transport: Transport | None = None
@@ -268,47 +228,11 @@ class Bus:
         worker pool. Returns a handle whose ``unsubscribe()`` removes it.
         """
         sel = parse_selector(selector) if isinstance(selector, str) else selector
-        with self._subs_lock:
-            seq = next(self._seq)
-            sub_id = id if id is not None else f"sub-{seq}"
-            if sub_id in self._subs:
-                raise DuplicateSubscriberError(
-                    f"a subscriber with id {sub_id!r} already exists", subscriber=sub_id
-                )
-            sub = Subscription(self, sub_id, sel, handler, priority, blocking, seq)
-            self._subs[sub_id] = sub
-            self._index = {}
-        return sub
+        return self._subs.add(sel, handler, priority=priority, id=id, blocking=blocking)
 
     def unsubscribe(self, id: str) -> bool:
         """Remove the subscription ``id``; return whether it existed."""
-        with self._subs_lock:
-            if self._subs.pop(id, None) is None:
-                return False
-            self._index = {}
-        return True
-
-    def _candidates(self, kind: str, type_: str | None) -> list[Subscription]:
-        index = self._index
-        key = (kind, type_)
-        subs = index.get(key)
-        if subs is not None:
-            return subs
-        with self._subs_lock:
-            subs = sorted(
-                (
-                    s
-                    for s in self._subs.values()
-                    if (s.selector.kinds is None or kind in s.selector.kinds)
-                    and (s.selector.exact_types is None or type_ in s.selector.exact_types)
-                ),
-                key=lambda s: (s.priority, s.seq),
-            )
-            if self._index is index:
-                if len(index) >= _INDEX_LIMIT:
-                    index.clear()
-                index[key] = subs
-        return subs
+        return self._subs.remove(id)
 
     # -- publish -----------------------------------------------------------
 
@@ -335,7 +259,7 @@ class Bus:
                 # The caller waiting for this answer gets it now, without a queue hop;
                 # the queue only carries it on if someone subscribed to responses.
                 self._replies.resolve(message)  # type: ignore[arg-type]
-                if not self._candidates("response", None):
+                if not self._subs.candidates("response", None):
                     with self._direct_lock:
                         self._direct += 1
                     return None
@@ -564,9 +488,9 @@ class Bus:
             type_ = None
             if kind == "response":
                 self._replies.resolve(message)  # type: ignore[arg-type]
-        subs = self._index.get((kind, type_))
+        subs = self._subs.index.get((kind, type_))
         if subs is None:
-            subs = self._candidates(kind, type_)
+            subs = self._subs.candidates(kind, type_)
         results: list[Any] = []
         if not subs:
             return results
@@ -671,6 +595,5 @@ class Bus:
 
     def subscriptions(self) -> list[Subscription]:
         """Return the current subscriptions in delivery order."""
-        with self._subs_lock:
-            return sorted(self._subs.values(), key=lambda s: (s.priority, s.seq))
+        return self._subs.ordered()
 

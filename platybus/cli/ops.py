@@ -1,4 +1,5 @@
-"""Commands for running a node for years: ``init``, ``backup``, ``restore``, ``completion``."""
+"""Commands for running a node for years: ``init``, ``backup``, ``restore``, ``completion``,
+``schema``."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ traces:
 
 
 def add_commands(add: Add, load: Load) -> None:
-    """Add ``init``, ``backup``, ``restore`` and ``completion`` to the command line."""
+    """Add ``init``, ``backup``, ``restore``, ``completion`` and ``schema`` to the command line."""
     p = add("init", cmd_init, "write a commented starter config (never overwrites)",
             config=False)
     p.add_argument("path", nargs="?", default=DEFAULT_CONFIG,
@@ -79,6 +80,9 @@ def add_commands(add: Add, load: Load) -> None:
                    help="replace files already in the data dir")
     p = add("completion", cmd_completion, "print a shell completion script", config=False)
     p.add_argument("shell", choices=["bash", "zsh"])
+    p = add("schema", cmd_schema, "print the JSON Schema of the config, for editors",
+            config=False)
+    p.add_argument("-o", "--output", metavar="FILE", help="write it to FILE instead")
 
 
 # -- init -----------------------------------------------------------------------
@@ -199,6 +203,23 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 16), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# -- schema -----------------------------------------------------------------------
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print (or write) the config's JSON Schema, with every installed extension's options."""
+    from platybus.schema import config_schema
+
+    text = json.dumps(config_schema(), indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}; add this line at the top of config.yaml:\n"
+              f"# yaml-language-server: $schema={args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 # -- completion -------------------------------------------------------------------

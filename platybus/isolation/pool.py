@@ -1,13 +1,10 @@
 """Process isolation: a pool of worker processes with a hard deadline per task.
 
-:class:`ProcessPool` owns its worker processes, one pipe per worker and a
-supervisor thread. Workers are spawned, never forked (the node has threads):
-a fresh interpreter started with ``subprocess`` on a socket pair framed by
-``multiprocessing.connection``. Unlike ``multiprocessing``'s spawn context this
-does not re-run the parent's ``__main__`` in each worker, and leaves no
-resource-tracker process behind. A task names its function as an importable
-``module:qualname`` that comes from the config, never from the wire; the
-worker resolves it, decodes the message with the codec, calls
+:class:`ProcessPool` owns its worker processes (:mod:`platybus.isolation.worker`:
+fresh interpreters, never forks), one pipe per worker and a supervisor thread
+that schedules tasks (:mod:`platybus.isolation.tasks`) onto them. A task names
+its function as an importable ``module:qualname`` that comes from the config,
+never from the wire; the worker resolves it, decodes the message with the codec, calls
 ``fn(configuration, message)`` and sends the result back.
 
 Tasks beyond the pool's size wait in a queue. The hard limit of a task covers
@@ -27,15 +24,11 @@ import os
 import pickle
 import re
 import selectors
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from multiprocessing.connection import Connection
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +44,10 @@ from platybus.errors import (
     QueueFullError,
     WorkerCrashed,
 )
-from platybus.isolation.child import ResultFrame, TaskFrame, WorkerInit
-from platybus.messages import EventTypes, Message
+from platybus.isolation.child import TaskFrame
+from platybus.isolation.tasks import PoolStats, Task, TaskFuture
+from platybus.isolation.worker import KILL_WAIT, TERM_GRACE, Worker, init_frame
+from platybus.messages import Message
 
 log = logging.getLogger("platybus.isolation")
 
@@ -60,93 +55,7 @@ __all__ = ["PoolStats", "ProcessPool", "TaskFuture"]
 
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_QUEUE_SIZE = 10_000
-# How long a terminated worker gets to exit before it is killed, and the kill to land.
-_TERM_GRACE = 0.5
-_KILL_WAIT = 2.0
 _REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
-# What a worker interpreter runs: find platybus where the node found it, then serve.
-_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
-         "from platybus.isolation.child import worker_main; worker_main(int(sys.argv[2]))")
-
-
-class TaskFuture(Future[Any]):
-    """The future result of one task, with where and how long it ran."""
-
-    def __init__(self, fn_ref: str, message_id: str) -> None:
-        super().__init__()
-        self.fn_ref = fn_ref
-        self.message_id = message_id
-        self.submitted = time.monotonic()
-        self.started: float | None = None
-        self.finished: float | None = None
-        self.run_time: float | None = None
-        self.worker_pid: int | None = None
-        self._start_callbacks: list[Callable[[TaskFuture], None]] = []
-        self._start_lock = threading.Lock()
-
-    def add_start_callback(self, fn: Callable[[TaskFuture], None]) -> None:
-        """Call ``fn(future)`` once a worker takes the task (at once if one already has)."""
-        with self._start_lock:
-            if self.worker_pid is None:
-                self._start_callbacks.append(fn)
-                return
-        fn(self)
-
-    def _started(self, pid: int) -> None:
-        with self._start_lock:
-            self.started = time.monotonic()
-            self.worker_pid = pid
-            callbacks, self._start_callbacks = self._start_callbacks, []
-        for fn in callbacks:
-            try:
-                fn(self)
-            except Exception:
-                log.exception("a start callback of task %s failed", self.fn_ref)
-
-    @property
-    def duration(self) -> float:
-        """Seconds from submission to the end (or until now)."""
-        return (self.finished or time.monotonic()) - self.submitted
-
-
-class PoolStats(msgspec.Struct):
-    """What a process pool holds and has done."""
-
-    size: int
-    workers: int
-    busy: int
-    queued: int
-    submitted: int
-    completed: int
-    failed: int
-    timeouts: int
-    crashes: int
-    pids: list[int]
-
-
-class _Task:
-    __slots__ = ("configuration", "deadline", "fn_ref", "future", "payload", "seq", "state")
-
-    def __init__(self, seq: int, future: TaskFuture, fn_ref: str, *, configuration: bytes,
-                 payload: bytes, deadline: float) -> None:
-        self.seq = seq
-        self.future = future
-        self.fn_ref = fn_ref
-        self.configuration = configuration
-        self.payload = payload
-        self.deadline = deadline
-        self.state = "queued"
-
-
-class _Worker:
-    __slots__ = ("conn", "pid", "process", "task")
-
-    def __init__(self, process: subprocess.Popen[bytes], conn: Connection) -> None:
-        self.process = process
-        self.pid = process.pid
-        self.conn = conn
-        self.task: _Task | None = None
 
 
 class ProcessPool:
@@ -174,16 +83,12 @@ class ProcessPool:
         self.codec = codec if codec is not None else Codec()
         self.timeout = timeout
         self.queue_size = queue_size
-        self._init = msgspec.msgpack.encode(WorkerInit(
-            search_path=[str(Path(p).resolve()) for p in search_path] + sys.path,
-            event_types=_type_refs(self.codec.types),
-            max_size=self.codec.max_size,
-        ))
+        self._init = init_frame(self.codec, search_path)
         self._lock = threading.Lock()
-        self._queue: deque[_Task] = deque()
-        self._deadlines: list[tuple[float, int, _Task]] = []
+        self._queue: deque[Task] = deque()
+        self._deadlines: list[tuple[float, int, Task]] = []
         self._seq = itertools.count()
-        self._workers: list[_Worker] = []
+        self._workers: list[Worker] = []
         self._spawned = 0
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = os.pipe()
@@ -221,7 +126,7 @@ class ProcessPool:
             self._fail_queued(NodeNotReady(f"process pool {self.name} stopped before it started"))
         else:
             self._wake()
-            thread.join(timeout + _TERM_GRACE + _KILL_WAIT + 1.0)
+            thread.join(timeout + TERM_GRACE + KILL_WAIT + 1.0)
             if thread.is_alive():
                 log.error("process pool %s: supervisor did not stop in time", self.name)
                 return
@@ -256,7 +161,7 @@ class ProcessPool:
                 raise QueueFullError(
                     f"process pool {self.name}: {self.queue_size} tasks already wait",
                     message_id=message.id)
-            task = _Task(next(self._seq), future, fn_ref, configuration=blob, payload=payload,
+            task = Task(next(self._seq), future, fn_ref, configuration=blob, payload=payload,
                          deadline=future.submitted + limit)
             self._queue.append(task)
             heapq.heappush(self._deadlines, (task.deadline, task.seq, task))
@@ -320,31 +225,15 @@ class ProcessPool:
                     continue
             self._send(idle, task, selector)
 
-    def _spawn(self, selector: selectors.BaseSelector) -> _Worker:
-        # A fresh interpreter, never a fork: the node has threads.
-        ours, theirs = socket.socketpair()
+    def _spawn(self, selector: selectors.BaseSelector) -> Worker:
         self._spawned += 1
-        try:
-            process = subprocess.Popen(  # noqa: S603 - this interpreter, our own boot code
-                [sys.executable, "-c", _BOOT, _PACKAGE_ROOT, str(theirs.fileno()),
-                 f"platybus-{self.name}-{self._spawned}"],
-                stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        conn = Connection(ours.detach())
-        worker = _Worker(process, conn)
-        with contextlib.suppress(OSError):  # if it died at once, the selector sees EOF
-            conn.send_bytes(self._init)
+        worker = Worker.spawn(f"platybus-{self.name}-{self._spawned}", self._init)
         self._workers.append(worker)
-        selector.register(conn, selectors.EVENT_READ, worker)
+        selector.register(worker.conn, selectors.EVENT_READ, worker)
         log.debug("process pool %s: worker %d started", self.name, worker.pid)
         return worker
 
-    def _send(self, worker: _Worker, task: _Task, selector: selectors.BaseSelector) -> None:
+    def _send(self, worker: Worker, task: Task, selector: selectors.BaseSelector) -> None:
         task.state = "running"
         worker.task = task
         future = task.future
@@ -355,13 +244,13 @@ class ProcessPool:
         future._started(worker.pid)
         frame = TaskFrame(task.seq, task.fn_ref, task.configuration, task.payload)
         try:
-            worker.conn.send_bytes(msgspec.msgpack.encode(frame))
+            worker.send(frame)
         except OSError:
             self._retire(worker, selector, died=True)
 
-    def _receive(self, worker: _Worker, selector: selectors.BaseSelector) -> None:
+    def _receive(self, worker: Worker, selector: selectors.BaseSelector) -> None:
         try:
-            frame = msgspec.msgpack.decode(worker.conn.recv_bytes(), type=ResultFrame)
+            frame = worker.receive()
         except (EOFError, OSError):
             self._retire(worker, selector, died=True)
             return
@@ -380,15 +269,14 @@ class ProcessPool:
         remote_type, text, trace = frame.value
         self._finish(task, HandlerError(remote_type, text, trace, function=task.fn_ref))
 
-    def _retire(self, worker: _Worker, selector: selectors.BaseSelector, *, died: bool,
+    def _retire(self, worker: Worker, selector: selectors.BaseSelector, *, died: bool,
                 error: IsolationError | None = None) -> None:
         """Take a worker out of the pool (it died, or it is killed); fail its task."""
         if worker not in self._workers:
             return
         self._workers.remove(worker)
-        _unregister(worker, selector)
-        code = _end_process(worker.process, grace=_TERM_GRACE if died else 0.0)
-        worker.conn.close()
+        worker.unregister(selector)
+        code = worker.end(TERM_GRACE if died else 0.0)
         task = worker.task
         worker.task = None
         if died:
@@ -400,7 +288,7 @@ class ProcessPool:
                 f"worker process {worker.pid} died (exit code {code}) running {task.fn_ref}",
                 pid=worker.pid, exit_code=code, function=task.fn_ref))
 
-    def _finish(self, task: _Task, error: BaseException | None, value: Any = None) -> None:
+    def _finish(self, task: Task, error: BaseException | None, value: Any = None) -> None:
         if task.state == "done":
             return
         task.state = "done"
@@ -425,7 +313,7 @@ class ProcessPool:
 
     def _expire(self, selector: selectors.BaseSelector) -> None:
         now = time.monotonic()
-        expired: list[_Task] = []
+        expired: list[Task] = []
         with self._lock:
             while self._deadlines and (self._deadlines[0][2].state == "done"
                                        or self._deadlines[0][0] <= now):
@@ -484,9 +372,9 @@ class ProcessPool:
         # Closing the pipe ends an idle worker's loop; a busy one is terminated.
         for worker in workers:
             if worker.task is None:
-                _unregister(worker, selector)
+                worker.unregister(selector)
                 worker.conn.close()
-        deadline = time.monotonic() + _TERM_GRACE
+        deadline = time.monotonic() + TERM_GRACE
         for worker in workers:
             if worker.task is None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -512,31 +400,3 @@ class ProcessPool:
     def pids(self) -> list[int]:
         """Process ids of the current workers."""
         return [w.pid for w in list(self._workers)]
-
-
-def _unregister(worker: _Worker, selector: selectors.BaseSelector) -> None:
-    with contextlib.suppress(KeyError, ValueError, OSError):
-        selector.unregister(worker.conn)
-
-
-def _end_process(process: subprocess.Popen[bytes], *, grace: float) -> int | None:
-    """Reap a worker: wait ``grace`` for it to exit, then terminate it, then kill it."""
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        return process.wait(grace)
-    process.terminate()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        return process.wait(_TERM_GRACE)
-    process.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        return process.wait(_KILL_WAIT)
-    log.error("worker process %s did not exit after SIGKILL", process.pid)
-    return None
-
-
-def _type_refs(types: EventTypes) -> list[str]:
-    refs = []
-    for name in types.names():
-        cls = types.get(name)
-        if cls is not None and "<locals>" not in cls.__qualname__:
-            refs.append(f"{cls.__module__}:{cls.__qualname__}")
-    return refs

@@ -2,7 +2,8 @@
 
 The bus hands the link (its transport) the messages for other nodes; the link
 also sends this node's events that its ``outgoing`` selector picks. The writer
-batches whatever is waiting into one pipeline: several messages per stream
+takes what waits in the buffer (:mod:`platybus.link.outgoing`) and batches it into one
+pipeline: several messages per stream
 entry, ``XADD ... MAXLEN ~`` per stream and the pending ``XACK``\\ s. The reader
 blocks in one ``XREADGROUP`` over the event stream and this node's inbox,
 checks and decodes entries, drops duplicates (:mod:`platybus.link.inbound`) and
@@ -20,7 +21,6 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ from platybus.codec import Codec
 from platybus.errors import DecodeError, LinkError, PlatybusError, QueueFullError
 from platybus.expr import Selector, parse_selector
 from platybus.link.inbound import Inbound, LinkStats, Throttle
+from platybus.link.outgoing import Outgoing
 from platybus.link.protocol import (
     Envelope,
     LinkConfig,
@@ -49,9 +50,6 @@ log = logging.getLogger("platybus.link")
 State = Literal["stopped", "connecting", "up", "down"]
 
 _NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
-_WRITE_BATCH = 5000
-_FULL_WAIT = 1.0
-_ACK_DELAY = 0.01
 
 
 class StreamLink:
@@ -83,17 +81,12 @@ class StreamLink:
         self.last_error = ""
         self.down_since = 0.0
         self._streams = {key.encode(): key for key in (self.keys.events, self.inbox)}
-        self._cond = threading.Condition(threading.Lock())
-        self._out: deque[Message] = deque()
-        self._acks: dict[str, list[bytes]] = {}
-        self._acks_since = 0.0
-        self._ack_count = 0
+        self._buffer = Outgoing(config, self.stats)
         self._last_ids: dict[str, bytes] = {}
         self._state_lock = threading.Lock()
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._writer_done = False
         self._bus: Bus | None = None
         self._subscription: Subscription | None = None
         self._reader: threading.Thread | None = None
@@ -117,7 +110,7 @@ class StreamLink:
         self._stop.clear()
         self._wake.clear()
         self._connected.clear()
-        self._writer_done = False
+        self._buffer.open()
         self.state = "connecting"
         self._rclient = self._client(self.config.block + self.config.connect_timeout, True)
         self._wclient = self._client(self.config.connect_timeout, False)
@@ -154,15 +147,12 @@ class StreamLink:
         for future in list(self._inflight):
             with contextlib.suppress(Exception):  # a timeout only means no ack: read again later
                 future.exception(max(0.0, min(1.0, deadline - time.monotonic())))
-        with self._cond:
-            self._writer_done = True
-            self._cond.notify_all()
+        self._buffer.close()
         self._writer.join(max(0.1, deadline - time.monotonic()))
         for name, thread in (("reader", self._reader), ("writer", self._writer)):
             if thread.is_alive():
                 log.error("link %s thread did not stop within %.1fs", name, timeout)
-        with self._cond:
-            left = len(self._out)
+        left = len(self._buffer)
         if left:
             log.warning("link stopped with %d message(s) not yet written to Redis", left)
         for client in (self._rclient, self._wclient):
@@ -204,8 +194,7 @@ class StreamLink:
     def retry_now(self) -> None:
         """Cut short the reconnection backoff: both threads try Redis again at once."""
         self._wake.set()
-        with self._cond:
-            self._cond.notify_all()
+        self._buffer.wake()
 
     def forget(self) -> None:
         """Remove this id's group on the event stream and its inbox (for throwaway ids)."""
@@ -221,7 +210,7 @@ class StreamLink:
     @property
     def buffered(self) -> int:
         """Messages waiting to be written to Redis."""
-        return len(self._out)
+        return len(self._buffer)
 
     def health(self) -> dict[str, Any]:
         """Return the link's state, where it points and its counters."""
@@ -247,8 +236,7 @@ class StreamLink:
             down_for = time.time() - self.down_since if self.down_since else 0.0
             self.down_since = 0.0
         self._connected.set()
-        with self._cond:
-            self._cond.notify_all()
+        self._buffer.wake()
         if previous == "down":
             log.info("link to %s is back after %.1fs", self.url, down_for)
         else:
@@ -292,25 +280,12 @@ class StreamLink:
         """Queue a message for Redis (the bus's transport interface); never blocks for long."""
         if message.origin is None:
             message = message.replace(origin=self.node_id)
-        dropped: Message | None = None
-        with self._cond:
-            if self._writer_done or self._reader is None:
-                log.debug("link stopped: %s %s not sent", message.kind, message.id)
-                return
-            out = self._out
-            if len(out) >= self.config.buffer_size and self.state == "up":
-                # The writer is draining: back-pressure rather than loss, for a bounded time.
-                self._cond.wait_for(lambda: len(out) < self.config.buffer_size, _FULL_WAIT)
-            if len(out) >= self.config.buffer_size:
-                self.stats.dropped += 1
-                if self.config.buffer_policy == "drop_oldest":
-                    dropped = out.popleft()
-                    out.append(message)
-                else:
-                    dropped = message
-            else:
-                out.append(message)
-            self._cond.notify_all()
+        if self._reader is None:
+            log.debug("link stopped: %s %s not sent", message.kind, message.id)
+            return
+        taken, dropped = self._buffer.put(message, self.state == "up")
+        if not taken:
+            log.debug("link stopped: %s %s not sent", message.kind, message.id)
         if dropped is not None:
             self._on_dropped(dropped)
 
@@ -340,25 +315,12 @@ class StreamLink:
 
     def _write_loop(self) -> None:
         delay = self.config.reconnect_min
-        cond = self._cond
+        outgoing = self._buffer
         while True:
-            with cond:
-                while not self._out and not self._writer_done:
-                    if not self._acks:
-                        cond.wait()
-                        continue
-                    # Acks ride along with the next write, or go alone after a short delay:
-                    # a round trip of their own would sit in front of the next reply.
-                    left = self._acks_since + _ACK_DELAY - time.monotonic()
-                    if left <= 0 or self._ack_count >= self.config.read_count:
-                        break
-                    cond.wait(left)
-                if not (self._out or self._acks):
-                    return
-                batch = [self._out.popleft() for _ in range(min(len(self._out), _WRITE_BATCH))]
-                acks, self._acks = self._acks, {}
-                self._ack_count = 0
-                cond.notify_all()
+            taken = outgoing.take()
+            if taken is None:
+                return
+            batch, acks = taken
             try:
                 try:
                     self._write(batch, acks)
@@ -371,25 +333,13 @@ class StreamLink:
                 if self.state == "down" and self._reader_id is not None:
                     self._set_up()
             except _NETWORK_ERRORS as error:
-                dropped: list[Message] = []
-                with cond:
-                    self._out.extendleft(reversed(batch))
-                    for stream, ids in acks.items():
-                        self._acks.setdefault(stream, []).extend(ids)
-                        self._ack_count += len(ids)
-                    while len(self._out) > self.config.buffer_size:
-                        self.stats.dropped += 1
-                        dropped.append(self._out.popleft() if self.config.buffer_policy ==
-                                       "drop_oldest" else self._out.pop())
-                    done = self._writer_done
-                for message in dropped:
+                for message in outgoing.put_back(batch, acks):
                     self._on_dropped(message)
-                if done:
+                if outgoing.closed:
                     return
                 self._set_down(error)
-                with cond:
-                    # Woken early when the reader reconnects.
-                    cond.wait(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter
+                # Woken early when the reader reconnects.
+                outgoing.wait(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter
                 delay = min(delay * 2, self.config.reconnect_max)
             except Exception:
                 log.exception("link writer failed on a batch of %d messages", len(batch))
@@ -429,16 +379,6 @@ class StreamLink:
             log.error("Redis refused %d of %d commands: %s", len(failed), len(results), failed[0])
         self.stats.sent += sum(len(items) for items in streams.values())
         self.stats.entries_written += entries
-
-    def _queue_acks(self, stream: str, ids: list[bytes]) -> None:
-        with self._cond:
-            first = not self._acks
-            if first:
-                self._acks_since = time.monotonic()
-            self._acks.setdefault(stream, []).extend(ids)
-            self._ack_count += len(ids)
-            if first or self._ack_count >= self.config.read_count:
-                self._cond.notify_all()
 
     # -- receiving ---------------------------------------------------------
 
@@ -531,7 +471,7 @@ class StreamLink:
         bus = self._bus
         if not messages or bus is None:
             if ack:
-                self._queue_acks(stream, ack)
+                self._buffer.ack(stream, ack)
             return
         last = len(messages) - 1
         future: Future[Any] | None = None
@@ -541,14 +481,14 @@ class StreamLink:
                 return  # not acknowledged: read again after the next (re)connection
         self.stats.delivered += len(messages)
         if future is None:
-            self._queue_acks(stream, ack)
+            self._buffer.ack(stream, ack)
             return
         self._inflight.add(future)
 
         def acknowledge(done: Future[Any]) -> None:
             self._inflight.discard(done)
             if done.exception() is None:
-                self._queue_acks(stream, ack)
+                self._buffer.ack(stream, ack)
             # else: not safe with this node (it stopped first): left pending, read again
 
         future.add_done_callback(acknowledge)

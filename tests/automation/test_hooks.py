@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from platybus.messages import Message
+from platybus.link.loopback import LoopbackHub, LoopbackLink
+from platybus.messages import Message, Request
 from tests.automation.conftest import Harness, wait_for
 
 Make = Callable[..., Harness]
@@ -254,17 +255,6 @@ def test_timeout_ends_the_run_and_frees_the_lane(harness: Make) -> None:
     h.rec.release.set()
 
 
-class Link:
-    """A transport between two in-process buses (the one-method transport interface)."""
-
-    def __init__(self) -> None:
-        self.peer: Harness | None = None
-
-    def send(self, message: Message) -> None:
-        assert self.peer is not None
-        self.peer.bus.publish(message)
-
-
 def test_action_on_another_node(harness: Make) -> None:
     a = harness("""
         hooks:
@@ -277,16 +267,24 @@ def test_action_on_another_node(harness: Make) -> None:
     """, node_id="n1")
     b = harness("hooks: {}\n", node_id="n2")
     b.runner.remote_allowed = lambda request: True
-    to_b, to_a = Link(), Link()
-    to_b.peer, to_a.peer = b, a
-    a.bus.attach_transport(to_b)
-    b.bus.attach_transport(to_a)
-    a.publish("t.e", x=42)
-    [run] = wait_for(lambda: runs(a))
+    hub = LoopbackHub()
+    links = [LoopbackLink(h.bus.node_id, hub, h.context.codec) for h in (a, b)]
+    for h, joined in zip((a, b), links, strict=True):
+        joined.start(h.bus)
+    served: list[Request] = []
+    b.bus.subscribe("kind=request", served.append)
+    try:
+        event = a.publish("t.e", x=42)
+        [run] = wait_for(lambda: runs(a))
+    finally:
+        for joined in links:
+            joined.stop()
     assert run["outcome"] == "ok", run
     assert b.rec.calls == [("remote", 42)]
     assert a.rec.calls == [("local", 42)]
     assert run["actions"][0]["target"] == "n2"
+    # The request the step sent names the event that caused it.
+    assert [request.parent_id for request in served] == [event.id]
 
 
 def test_action_on_an_unreachable_node_fails_with_a_clear_error(harness: Make) -> None:

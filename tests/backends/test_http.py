@@ -19,6 +19,7 @@ from platybus.backends.http.backend import HttpBackend
 
 from platybus.config import load_config
 from platybus.errors import ConfigError, ListenError
+from platybus.link.loopback import LoopbackHub, LoopbackLink
 from platybus.messages import Event
 from platybus.node import Node
 
@@ -531,20 +532,6 @@ def test_cors_headers_for_allowed_origins(start_node: Callable[..., Node]) -> No
 
 
 
-class LoopbackLink:
-    """Hands messages for another in-process node to that node's bus.
-
-    A stand-in for the Redis link, which is tested on its own: here only the
-    HTTP side of a cross-node request is under test.
-    """
-
-    def __init__(self, peer: Node) -> None:
-        self.peer = peer
-
-    def send(self, message: Any) -> None:
-        self.peer.bus.publish(message)
-
-
 def test_execute_with_a_target_goes_through_the_link(
         start_node: Callable[..., Node], tmp_path: Path) -> None:
     node = start_node()
@@ -555,10 +542,14 @@ def test_execute_with_a_target_goes_through_the_link(
                                                      "data_dir": str(other_dir / "data")}}))
     other = Node(load_config(other_config))
     other.start()
+    # The in-memory link stands in for Redis (tested on its own): here only the HTTP side
+    # of a cross-node request is under test.
+    hub = LoopbackHub()
+    links = [LoopbackLink(n.id, hub, n.codec) for n in (node, other)]
     try:
         other.runner.remote_allowed = lambda request: request.action == "node.ping"
-        node.bus.attach_transport(LoopbackLink(other))
-        other.bus.attach_transport(LoopbackLink(node))
+        for n, joined in zip((node, other), links, strict=True):
+            joined.start(n.bus)
         port = port_of(node)
         status, _, body = call(port, "POST", "/execute",
                                {"action": "node.ping", "target": "other"})
@@ -570,5 +561,6 @@ def test_execute_with_a_target_goes_through_the_link(
         assert status == 403
         assert body["error"]["type"] == "ActionNotAllowed"
     finally:
-        node.bus.attach_transport(None)
+        for joined in links:
+            joined.stop()
         other.stop()

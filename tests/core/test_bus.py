@@ -16,6 +16,8 @@ from platybus.errors import (
     NodeNotReady,
     QueueFullError,
 )
+from platybus.expr import parse_selector
+from platybus.link.loopback import LoopbackHub, LoopbackLink
 from platybus.messages import ErrorInfo, Event, Request, Response
 
 
@@ -248,20 +250,27 @@ def test_request_for_another_node_without_a_link_fails_fast(bus: Bus) -> None:
 
 
 def test_transport_receives_messages_for_other_nodes(bus: Bus) -> None:
-    sent: list[Any] = []
-
-    class Recorder:
-        def send(self, message: Any) -> None:
-            sent.append(message)
-
-    bus.attach_transport(Recorder())
-    local: list[Event] = []
-    bus.subscribe("x", local.append)
-    bus.publish(Event(type="x", target="other"))
-    bus.publish(Request(action="a.b", target="other"))
-    bus.publish(Event(type="x", target="n1"), synchronous=True)
-    wait_for(lambda: len(sent) == 2)
-    assert [m.kind for m in sent] == ["event", "request"]
+    other = Bus("other")
+    other.start()
+    hub = LoopbackHub()
+    links = [LoopbackLink("n1", hub, outgoing=parse_selector("nothing")),
+             LoopbackLink("other", hub)]
+    links[0].start(bus)
+    links[1].start(other)
+    try:
+        sent: list[Any] = []
+        other.subscribe("*", sent.append)
+        local: list[Event] = []
+        bus.subscribe("x", local.append)
+        bus.publish(Event(type="x", target="other"))
+        bus.publish(Request(action="a.b", target="other"))
+        bus.publish(Event(type="x", target="n1"), synchronous=True)
+        wait_for(lambda: len(sent) == 2)
+    finally:
+        for joined in links:
+            joined.stop()
+        other.stop()
+    assert [(m.kind, m.origin) for m in sent] == [("event", "n1"), ("request", "n1")]
     assert [e.target for e in local] == ["n1"]
 
 
