@@ -7,7 +7,7 @@ at load time with the file, line and key of the entry.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -53,7 +53,7 @@ class PublishRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 
     when: str
     topic: str
-    payload: object = "${event.data}"
+    payload: Any = "${event.data}"
     qos: QoS = 1
     retain: bool = False
 

@@ -120,11 +120,13 @@ def test_a_publish_rule_forwards_bus_events_to_templated_topics(
 def test_zigbee2mqtt_example_turns_a_remote_press_into_a_light_command(
         tmp_path: Path, broker: Broker, outside: Outside, monkeypatch: pytest.MonkeyPatch,
         start_node: Callable[..., Node]) -> None:
-    monkeypatch.setenv("MQTT_PORT", str(broker.port))
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    example = (ROOT / "docs" / "examples" / "zigbee2mqtt.yaml").read_text()
+    config = tmp_path / "zigbee2mqtt.yaml"  # the example, on this test's broker
+    config.write_text(example.replace("port: 1883", f"port: {broker.port}"))
     outside.subscribe("platybus/hallway/status")
     outside.subscribe("zigbee2mqtt/hallway_light/set")
-    start_node(ROOT / "docs" / "examples" / "zigbee2mqtt.yaml")
+    start_node(config)
     online(outside, "hallway")
     outside.publish("zigbee2mqtt/hallway_remote", '{"action": "on", "battery": 97}')
     wait_for(lambda: outside.on("zigbee2mqtt/hallway_light/set"), what="the light command")
