@@ -147,14 +147,17 @@ class ActionSpec:
         try:
             bound = msgspec.convert(args, self.args_type, strict=False)
         except msgspec.ValidationError as error:
-            raise ArgumentError(self._explain(error, args), action=self.name) from None
+            text, argument = self._explain(error, args)
+            raise ArgumentError(text, action=self.name, argument=argument) from None
         kwargs = {f: getattr(bound, f) for f in self.args_type.__struct_fields__}
         if self.extra_kwargs:
             for key, value in args.items():
                 kwargs.setdefault(key, value)
         return kwargs
 
-    def _explain(self, error: msgspec.ValidationError, args: dict[str, Any]) -> str:
+    def _explain(self, error: msgspec.ValidationError,
+                 args: dict[str, Any]) -> tuple[str, str | None]:
+        # The text, and the argument it is about (a form shows it next to that field).
         text = str(error)
         assert self.args_type is not None
         known = list(self.args_type.__struct_fields__)
@@ -163,15 +166,35 @@ class ActionSpec:
             hint = difflib.get_close_matches(unknown, known, n=1)
             tail = f"; did you mean {hint[0]!r}?" if hint else ""
             return (f"{self.name}: unknown argument {unknown!r}{tail} "
-                    f"(takes {', '.join(known) or 'no arguments'})")
+                    f"(takes {', '.join(known) or 'no arguments'})"), unknown
         if text.startswith("Object missing required field"):
             missing = text.split("`")[1]
-            return f"{self.name}: missing required argument {missing!r}"
+            return f"{self.name}: missing required argument {missing!r}", missing
         if " - at `$." in text:
             reason, _, where = text.partition(" - at `$.")
             arg = where.rstrip("`")
-            return f"{self.name}: argument {arg!r}: {reason[0].lower()}{reason[1:]}"
-        return f"{self.name}: invalid arguments: {text}"
+            return f"{self.name}: argument {arg!r}: {reason[0].lower()}{reason[1:]}", \
+                arg.split(".")[0].split("[")[0]
+        return f"{self.name}: invalid arguments: {text}", None
+
+    def params(self) -> list[dict[str, Any]]:
+        """Describe each argument for a form: name, JSON type, required, default."""
+        if self.args_type is None:
+            return []
+        schema = msgspec.json.schema(self.args_type)
+        body = next(iter(schema.get("$defs", {}).values()), schema)
+        required = set(body.get("required", []))
+        found = []
+        for name, prop in body.get("properties", {}).items():
+            types = [p.get("type") for p in prop.get("anyOf", [prop])]
+            kinds = [t for t in types if t and t != "null"]
+            entry: dict[str, Any] = {"name": name, "type": kinds[0] if len(kinds) == 1 else "any",
+                                     "required": name in required,
+                                     "nullable": "null" in types}
+            if "default" in prop:
+                entry["default"] = prop["default"]
+            found.append(entry)
+        return found
 
 
 class ActionRegistry:

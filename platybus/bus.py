@@ -31,11 +31,13 @@ from platybus.errors import (
 )
 from platybus.expr import Selector, parse_selector
 from platybus.messages import Message, Request, Response, _cause, _dispatch
+from platybus.receipts import Receipt, when_safe
 from platybus.replies import Replies, ReplyCallback, error_response, timeout_error
 from platybus.subscriptions import MessageHandler, Subscription, Subscriptions
 from platybus.threads import WorkerPool
 
-__all__ = ["Bus", "BusConfig", "BusStats", "MessageHandler", "Subscription", "Transport"]
+__all__ = ["Bus", "BusConfig", "BusStats", "MessageHandler", "Receipt", "Subscription",
+           "Transport"]
 
 log = logging.getLogger("platybus.bus")
 
@@ -69,15 +71,6 @@ class _DispatchState:
         self.event: Message | None = None
         self.stopped = False
         self.tracked = False
-
-
-class Receipt(Future[None]):
-    """A subscriber's word that a delivered message is safe with it (e.g. journaled).
-
-    A subscriber that takes a message on for later work returns one from its
-    handler (see :meth:`Bus.receipt`) and settles it once the message would
-    survive a crash; :meth:`Bus.deliver` waits for every receipt.
-    """
 
 
 class _Sync:
@@ -310,38 +303,7 @@ class Bus:
         handled in order), so a source may ``publish()`` a batch and ``deliver()`` its
         last message only.
         """
-        safe: Future[None] = Future()
-        tracked = self.publish_tracked(message)
-
-        def dispatched(done: Future[list[Any]]) -> None:
-            error = done.exception()
-            if error is not None:
-                safe.set_exception(error)
-                return
-            receipts = [r for r in done.result() if type(r) is Receipt]
-            if not receipts:
-                safe.set_result(None)
-                return
-            left = [len(receipts)]
-            lock = threading.Lock()
-
-            def settled(receipt: Future[None]) -> None:
-                failure = receipt.exception()
-                with lock:
-                    left[0] -= 1
-                    last = left[0] == 0
-                    if safe.done():
-                        return
-                    if failure is not None:
-                        safe.set_exception(failure)
-                    elif last:
-                        safe.set_result(None)
-
-            for receipt in receipts:
-                receipt.add_done_callback(settled)
-
-        tracked.add_done_callback(dispatched)
-        return safe
+        return when_safe(self.publish_tracked(message))
 
     def receipt(self) -> Receipt | None:
         """On the dispatcher, while it delivers a message from :meth:`deliver`: a new receipt.

@@ -11,6 +11,8 @@ each bounded by ``node.stop_timeout``, and is idempotent.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -76,6 +78,9 @@ class Node:
         self.id = config.node.id
         self.data_dir = config.data_dir
         self.state: State = "created"
+        # What a user compares to tell whether two nodes (or two starts) run the same config.
+        self.config_hash = hashlib.sha256(
+            json.dumps(config.raw, sort_keys=True, default=str).encode()).hexdigest()[:12]
         self.started_at = 0.0
         self.types = EventTypes()
         self.codec = Codec(self.types, max_size=config.node.max_message_size)
@@ -130,12 +135,16 @@ class Node:
         ]
         self.notifiers: NotifierManager | None = None
         if config.section("notifiers"):
-            from platybus.notify.manager import NotifierManager
+            from platybus.notify.manager import NotifierManager, OutboxActions
 
             # Before the backends, so no event they publish at start-up is missed.
             notifiers = self.notifiers = NotifierManager.from_config(config, self.context)
             self.actions.add(ActionSpec.from_function(
                 "notifiers.status", notifiers.status, blocking=False))
+            outbox = OutboxActions(notifiers)
+            for verb, fn in (("list", outbox.list), ("retry", outbox.retry),
+                             ("drop", outbox.drop)):
+                self.actions.add(ActionSpec.from_function(f"outbox.{verb}", fn))
             self._steps.append(Phase("notifiers", lambda: notifiers.start(self.bus),
                                      lambda: notifiers.stop(config.node.stop_timeout)))
         self.handlers: HandlerSet | None = None
@@ -345,6 +354,7 @@ class Node:
             "ready": self.state == "ready",
             "version": __version__,
             "uptime": round(time.time() - self.started_at, 3) if self.started_at else 0.0,
+            "config_hash": self.config_hash,
             "components": components,
         }
 

@@ -31,8 +31,10 @@ from platybus.extensions import Backend, NodeContext
 from platybus.messages import ErrorInfo
 from platybus.metrics import PrometheusText
 
+from .api import NodeApi
 from .config import ROUTES, HttpConfig
 from .gate import JSON, Gate, decode_error, headers_for, status_of
+from .static import ConsoleFiles
 from .streams import DROP_REASONS, StreamRoutes
 
 
@@ -48,6 +50,8 @@ class HttpBackend(Backend):
         self.gate = Gate(config, context)
         self._stop_signal: asyncio.Event | None = None
         self.streams = StreamRoutes(self.gate, self.send_event, self.log)
+        self.api = NodeApi(self.gate)
+        self.console = ConsoleFiles(config.console_rows) if config.console else None
 
     @property
     def requests(self) -> collections.Counter[tuple[str, int]]:
@@ -107,6 +111,9 @@ class HttpBackend(Backend):
             self.register_service(port=self.port, name="http", properties={"path": "/"})
             self.log.info("http API on http://%s:%d/%s", self.config.host, self.port,
                           "" if self.gate.token is None else " (token required)")
+            if self.console is not None:
+                self.log.info("console on http://%s:%d/ (sign in with a token: "
+                              "platybus console)", self.config.host, self.port)
             self.mark_ready()
             await self._stop_signal.wait()
         finally:
@@ -124,6 +131,7 @@ class HttpBackend(Backend):
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/actions", self._actions)
         app.router.add_get("/traces", self._traces)
+        self.api.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._fallback)
         if self.config.cors:
             app.on_response_prepare.append(self._add_cors)
@@ -224,7 +232,8 @@ class HttpBackend(Backend):
         denied = self.gate.denied(request, "/actions", needs_ready=False)
         if denied is not None:
             return denied
-        listing = [{"name": s.name, "signature": s.signature, "doc": s.doc}
+        listing = [{"name": s.name, "signature": s.signature, "doc": s.doc,
+                    "params": s.params()}
                    for s in self.context.actions.specs()
                    if self.gate.allowed(s.name)]
         return self.gate.json("/actions", 200, self.gate.encoder.encode(listing))
@@ -250,11 +259,18 @@ class HttpBackend(Backend):
 
     async def _fallback(self, request: web.Request) -> web.Response:
         path = request.path
+        if self.console is not None and request.method in ("GET", "HEAD"):
+            # The console's files need no token: they are the sign-in page.
+            found = self.console.response(request)
+            if found is not None:
+                self.gate.requests["/ui", found.status] += 1
+                return found
         if request.method == "OPTIONS" and self.config.cors:
             self.gate.requests["other", 204] += 1
             return web.Response(status=204)
         if path in ROUTES:
-            allowed = {"/execute": "POST", "/events": "GET, POST"}.get(path, "GET")
+            allowed = {"/execute": "POST", "/events": "GET, POST", "/explain": "POST",
+                       "/variables": "GET, POST", "/outbox": "GET, POST"}.get(path, "GET")
             response = self.gate.error("other", 405, ErrorInfo(
                 type="MethodNotAllowed", message=f"{request.method} {path}: use {allowed}"))
             response.headers["Allow"] = allowed

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 import msgspec
 
-ROUTES = ("/execute", "/events", "/ws", "/health", "/metrics", "/actions", "/traces")
+ROUTES = ("/execute", "/events", "/ws", "/health", "/metrics", "/actions", "/traces",
+          "/node", "/peers", "/runs", "/explain", "/variables", "/outbox")
 
 
 class HttpConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -24,6 +25,8 @@ class HttpConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     public: list[str] = msgspec.field(default_factory=lambda: ["/health"])
     cors: list[str] = msgspec.field(default_factory=list)
     access_log: bool = False
+    console: bool = True
+    console_rows: int = 500
 
     def __post_init__(self) -> None:
         # ValueError here becomes a ConfigError naming the file, line and section.
@@ -31,6 +34,8 @@ class HttpConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
             raise ValueError(f"port must be 0-65535 (0 picks a free port), got {self.port}")
         if self.max_body < 1 or self.stream_queue < 1:
             raise ValueError("max_body and stream_queue must be at least 1")
+        if not 10 <= self.console_rows <= 100_000:
+            raise ValueError(f"console_rows must be 10-100000, got {self.console_rows}")
         if self.heartbeat <= 0 or (self.request_timeout is not None and self.request_timeout <= 0):
             raise ValueError("heartbeat and request_timeout must be positive")
         if self.token is not None and not self.token.strip():

@@ -83,8 +83,10 @@ class Gate:
             value.strip().encode(), self.token)
 
     def denied(self, request: web.Request, route: str,
-               needs_ready: bool = True) -> web.Response | None:
+               needs_ready: bool = True, needs: str = "read") -> web.Response | None:
         """Return the refusal of a request that may not pass, else ``None``."""
+        # ``needs`` names the scope a route asks for (read, publish, execute, admin); with
+        # the one configured token every scope is granted, so it is not consulted yet.
         if not self.authorized(request, route):
             return self.error(route, 401, ErrorInfo(
                 type="Unauthorized", message="missing or invalid bearer token"))

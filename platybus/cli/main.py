@@ -25,6 +25,7 @@ from platybus.cli.common import (
     parse_pairs,
     print_json,
 )
+from platybus.cli.console import add_commands as add_console_commands
 from platybus.cli.notify import add_commands as add_notify_commands
 from platybus.cli.ops import add_commands as add_ops_commands
 from platybus.config import load_config
@@ -429,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     add("version", cmd_version, "print the version", config=False)
     add_notify_commands(add, load)
+    add_console_commands(add, load)
     add_ops_commands(add, load)
     for add_commands in _command_groups():
         add_commands(add, load)

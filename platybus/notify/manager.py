@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 
 from platybus.config import COMMON_KEYS, extension_section
-from platybus.errors import ExtensionError, NodeError, PlatybusError, SelectorError
+from platybus.errors import ArgumentError, ExtensionError, NodeError, PlatybusError, SelectorError
 from platybus.expr import Selector, parse_selector
 from platybus.extensions import EmptyConfig, NodeContext
 from platybus.loader import available, load_class
@@ -365,6 +365,47 @@ class NotifierManager:
     def status(self) -> dict[str, Any]:
         """Return each notifier's counters and outbox size."""
         return {name: channel.status() for name, channel in self.channels.items()}
+
+
+class OutboxActions:
+    """The ``outbox.*`` actions: list, retry and drop what the notifiers failed to send."""
+
+    def __init__(self, manager: NotifierManager) -> None:
+        self.manager = manager
+
+    def _outbox(self) -> Outbox:
+        if self.manager.outbox is None:
+            raise ArgumentError("this node keeps no outbox")
+        return self.manager.outbox
+
+    def list(self, notifier: str | None = None) -> list[dict[str, Any]]:
+        """Return the kept entries (expired ones too), oldest first."""
+        try:
+            entries = self._outbox().entries(notifier or None, expired=True)
+        except ValueError as error:
+            raise ArgumentError(str(error)) from None
+        return [{"notifier": e.state.notifier, "event_id": e.event_id,
+                 "event_type": e.event_type, "expired": e.expired,
+                 "attempts": e.state.attempts, "first_failure": e.state.first_failure,
+                 "next_attempt": e.state.next_attempt, "expires": e.state.expires,
+                 "last_error": e.state.last_error} for e in entries]
+
+    def retry(self, notifier: str, event_id: str) -> str:
+        """Try to send one entry now; return the outcome (sent, failed, busy, gone)."""
+        channel = self.manager.channels.get(notifier)
+        if channel is None:
+            raise ArgumentError(f"no notifier named {notifier!r}")
+        try:
+            return self._outbox().retry_one(notifier, event_id, channel.send_ok, channel.policy)
+        except ValueError as error:
+            raise ArgumentError(str(error)) from None
+
+    def drop(self, notifier: str, event_id: str) -> bool:
+        """Delete one entry unsent; return whether it was kept."""
+        try:
+            return self._outbox().drop(notifier, event_id)
+        except ValueError as error:
+            raise ArgumentError(str(error)) from None
 
 
 def _class_spec(cls: type[Notifier]) -> str:

@@ -183,6 +183,42 @@ class Outbox:
                 counts[outcome] = counts.get(outcome, 0) + 1
         return counts
 
+    def find(self, notifier: str, event_id: str) -> OutboxEntry | None:
+        """The entry of one event (waiting or expired), if it is kept."""
+        if not _NAME.fullmatch(event_id):
+            raise ValueError(f"invalid event id {event_id!r}")
+        folder = self._folder(notifier)
+        for path in (folder / f"{event_id}.json", folder / "expired" / f"{event_id}.json"):
+            entry = self._read_entry(path)
+            if entry is not None:
+                return entry
+        return None
+
+    def retry_one(self, notifier: str, event_id: str, send: Callable[[Event], bool],
+                  policy: RetryPolicy) -> Outcome:
+        """Try one entry now, whatever its schedule (an expired one too)."""
+        with self.locked(notifier, 2.0) as taken:
+            if not taken:
+                return "busy"
+            entry = self.find(notifier, event_id)
+            if entry is None:
+                return "gone"
+            return self._attempt(entry, send, policy, True)
+
+    def drop(self, notifier: str, event_id: str) -> bool:
+        """Delete one entry unsent, as its user asked; return whether it was kept."""
+        with self.locked(notifier, 2.0) as taken:
+            if not taken:
+                raise NodeError(f"the outbox of notifier {notifier!r} is being retried; "
+                                "try again in a moment")
+            entry = self.find(notifier, event_id)
+            if entry is None:
+                return False
+            entry.path.unlink(missing_ok=True)
+        log.warning("outbox: event %s (%s) for %s dropped unsent after %d tries", event_id,
+                    entry.event_type, notifier, entry.state.attempts)
+        return True
+
     def next_due(self, notifier: str) -> float | None:
         """The epoch time of the next entry due, if any."""
         entries = self.entries(notifier)

@@ -506,8 +506,9 @@ def test_actions_lists_names_signatures_and_docs(start_node: Callable[..., Node]
     status, _, listing = call(port, "GET", "/actions")
     assert status == 200
     by_name = {a["name"]: a for a in listing}
-    assert by_name["tools.echo"] == {"name": "tools.echo", "signature": "(value: int)",
-                                     "doc": "Answer with the value."}
+    assert by_name["tools.echo"] == {
+        "name": "tools.echo", "signature": "(value: int)", "doc": "Answer with the value.",
+        "params": [{"name": "value", "type": "integer", "required": True, "nullable": False}]}
     assert "node.ping" in by_name
 
 

@@ -84,7 +84,7 @@ recorder:
   log: {log}
   factor: 3
   if: "type=job.*"
-  timeout: 3
+  timeout: 8
   workers: 1
 """
 # The limit covers queueing too: after a crash, the next event waits for a fresh worker

@@ -32,7 +32,7 @@ def modules() -> list[str]:
     found = []
     for folder, package in PACKAGES.items():
         for path in sorted((ROOT / folder).rglob("*.py")):
-            if path.name == "__main__.py" or "console" in path.parts:
+            if path.name == "__main__.py" or "console" in path.relative_to(ROOT).parts[:-1]:
                 continue
             parts = path.relative_to(ROOT / folder).with_suffix("").parts
             if parts[-1] == "__init__":
