@@ -217,14 +217,14 @@ class ActionRegistry:
         with self._lock:
             self._actions.pop(name, None)
 
-    def add_plugin(self, plugin: Named) -> list[ActionSpec]:
-        """Register every ``@action`` method of a plugin instance."""
+    def add_plugin(self, plugin: Named, prefix: str | None = None) -> list[ActionSpec]:
+        """Register every ``@action`` method of an instance as ``<prefix or name>.<action>``."""
         added = []
         for attr, member in inspect.getmembers(type(plugin)):
             mark = getattr(member, "__platybus_action__", None)
             if mark is None:
                 continue
-            name = f"{plugin.name}.{mark.name or attr}"
+            name = f"{prefix or plugin.name}.{mark.name or attr}"
             added.append(self.add(ActionSpec.from_function(
                 name, getattr(plugin, attr), blocking=mark.blocking)))
         return added

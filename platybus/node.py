@@ -133,7 +133,11 @@ class Node:
             for event_type in bcls.event_types:
                 self.types.register(event_type)
             try:
-                self.backends[ext.name] = bcls(ext.name, _typed(bcls, ext, config), self.context)
+                backend = bcls(ext.name, _typed(bcls, ext, config), self.context)
+                # A backend's ``@action`` methods are actions named after its entry,
+                # as a plugin's are (``mqtt.publish``).
+                self.actions.add_plugin(backend, prefix=ext.name)
+                self.backends[ext.name] = backend
             except ConfigError as error:
                 raise config.locate(error, ext.path) from None
             except ExtensionError as error:
