@@ -2,8 +2,8 @@
 
 The content goes to a hidden temporary file beside the target (same directory,
 so same file system), is flushed to disk, and is renamed over the target. A new
-file gets the mode the umask gives, as ``open()`` would; a replaced file keeps
-its mode.
+file gets ``mode`` (through the umask; 0o600 for what may hold secrets, such as
+event records and the outbox); a replaced file keeps its mode.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ def temp_name(target: Path) -> Path:
     return target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
 
 
-def write_atomic(target: Path, content: bytes) -> None:
+def write_atomic(target: Path, content: bytes, mode: int = 0o666) -> None:
     """Write ``content`` to ``target`` atomically, flushed to disk before the rename."""
     temp = temp_name(target)
     # O_EXCL never reuses a file someone else placed there (the random name makes a
-    # clash unlikely); 0o666 lets the umask decide, as open() would.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    # clash unlikely); the default 0o666 lets the umask decide, as open() would.
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)

@@ -115,7 +115,7 @@ class MqttBackend(Backend):
         """Serve until stopped; refresh Home Assistant sensor states on their interval."""
         self.mark_ready()
         interval = self.ha.state_interval if self.ha and self.ha.sensors else None
-        while not self._stop_requested.wait(interval):
+        while not self.wait_for_stop(interval):
             if self.connected.is_set():
                 self._publish_states(force=False)
 

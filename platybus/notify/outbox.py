@@ -98,8 +98,10 @@ class Outbox:
         folder = self._folder(notifier)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{event.id}.json"
+        # Events may carry secrets: only the node's user reads what waits here.
         write_atomic(path, msgspec.json.encode(_File(state=state,
-                                                     event=event_to_document(event))))
+                                                     event=event_to_document(event))),
+                     mode=0o600)
         return path
 
     def notifiers(self) -> list[str]:
@@ -256,7 +258,7 @@ class Outbox:
         fresh.attempts += 1
         fresh.last_error = reason
         fresh.next_attempt = time.time() + policy.delay(fresh.attempts)
-        write_atomic(entry.path, msgspec.json.encode(stored))
+        write_atomic(entry.path, msgspec.json.encode(stored), mode=0o600)
         return "failed"
 
     def _expire(self, entry: OutboxEntry) -> None:

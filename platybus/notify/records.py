@@ -419,7 +419,8 @@ def dump_event(event: Event, directory: str | os.PathLike[str]) -> Path:
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{event.id}.json"
-    write_atomic(target, msgspec.json.format(msgspec.json.encode(event_to_document(event))))
+    write_atomic(target, msgspec.json.format(msgspec.json.encode(event_to_document(event))),
+                 mode=0o600)
     return target
 
 

@@ -163,3 +163,16 @@ def test_send_from_file_publishes_a_dumped_event(tmp_path: Path,
     bad.write_text("[]")
     assert main(["send", "--from-file", str(bad), "-c", str(config)]) != 0
     assert "not an event document" in capsys.readouterr().err
+
+
+def test_kept_events_and_dumps_are_readable_by_the_node_user_only(tmp_path: Path) -> None:
+    """Events may carry secrets: what the outbox keeps and what dump() writes is 0600."""
+    import stat
+
+    from platybus.notify.records import dump_event
+
+    event = EventRecord("door.opened", {"code": "1234"}).close()
+    path = Outbox(tmp_path / "outbox", Codec()).put("pager", event, "down", RetryPolicy())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    dumped = dump_event(event, tmp_path / "dumps")
+    assert stat.S_IMODE(dumped.stat().st_mode) == 0o600
