@@ -249,6 +249,11 @@ class Backend(OwnedThread):
                  else "stopped" if self.ident and not self.is_alive() else "starting")
         return {"state": state}
 
+    @property
+    def _stop_requested(self) -> threading.Event:
+        # Backends written before wait_for_stop() waited on this event directly.
+        return self._stop_event
+
     def on_thread_stop(self) -> None:
         """Wake the loop through :meth:`wake` when :meth:`stop` is called."""
         self.wake()

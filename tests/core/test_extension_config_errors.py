@@ -33,7 +33,7 @@ class Picky(Backend):
             raise ConfigError("must be at most 3", key="level")  # relative to the entry
 
     def loop(self):
-        self._stop_requested.wait()
+        self.wait_for_stop()
 '''
 
 

@@ -37,4 +37,4 @@ class ChattyBackend(Backend):
         if self.context.link is not None:
             self.results["queue"] = self.send_message({"type": "seed.queued"}, "seed:queue")
         self.mark_ready()
-        self._stop_requested.wait()
+        self.wait_for_stop()
