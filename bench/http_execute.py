@@ -55,10 +55,15 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
             handle_signals=True)
 """
 
+# The node always requires a token; the bare baseline gets the same header, unread.
+TOKEN = "bench-token"
+AUTH = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+
 WRK_SCRIPT = f"""
 wrk.method = "POST"
 wrk.body = '{BODY.decode()}'
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {TOKEN}"
 """
 
 
@@ -92,7 +97,7 @@ def start_node(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     config = workdir / "config.yaml"
     config.write_text(
         f"node:\n  id: bench-http\n  data_dir: {workdir / 'data'}\n  log_level: warning\n"
-        f"backends:\n  http:\n    host: 127.0.0.1\n    port: {port}\n",
+        f"backends:\n  http:\n    host: 127.0.0.1\n    port: {port}\n    token: {TOKEN}\n",
         encoding="utf-8",
     )
     process = subprocess.Popen([sys.executable, "-m", "platybus", "run", "-c", str(config)],
@@ -115,7 +120,7 @@ def start_bare(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
 def check_execute(port: int) -> None:
     """Make sure the node really runs the action before measuring it."""
     request = urllib.request.Request(f"http://127.0.0.1:{port}/execute", data=BODY,
-                                     headers={"Content-Type": "application/json"})
+                                     headers=AUTH)
     with urllib.request.urlopen(request, timeout=5) as reply:
         answer = json.loads(reply.read())
     if answer.get("error") or not answer.get("output", {}).get("pong"):
@@ -147,7 +152,7 @@ def _python_worker(port: int, seconds: float, connections: int,
     async def main() -> tuple[int, list[float]]:
         latencies: list[float] = []
         url = f"http://127.0.0.1:{port}/execute"
-        headers = {"Content-Type": "application/json"}
+        headers = AUTH
         connector = aiohttp.TCPConnector(limit=connections)
         async with aiohttp.ClientSession(connector=connector) as session:
             end = time.perf_counter() + seconds
