@@ -103,7 +103,7 @@ class MqttBackend(Backend):
             self._hand(row.seq, row.topic, row.payload, row.qos, row.retain, row.properties)
         properties = None
         if self.cfg.protocol == "5":
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call, unused-ignore]
             properties.SessionExpiryInterval = self.cfg.session_expiry
             self.client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive,
                                       clean_start=False, properties=properties)
@@ -425,7 +425,7 @@ class MqttBackend(Backend):
 
 def _properties(given: dict[str, Any], name: str) -> Properties:
     """Build MQTT 5 PUBLISH properties from ``content_type``-style names."""
-    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call, unused-ignore]
     for key, value in given.items():
         attr = "".join(part.capitalize() for part in key.split("_"))
         wire = value
